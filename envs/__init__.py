@@ -1,0 +1,38 @@
+"""The MDPs: generation environments, single and batched, and their registration.
+
+``import kcrl`` registers every id below with Gymnasium.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+from kcrl.envs.generation import BatchedGenerationEnv, GenerationEnv, TensorStep
+from kcrl.envs.task import SequenceTask
+
+ENV_IDS: list[str] = []
+
+
+def _register(env_id: str, entry_point: str, vector_entry_point: str, max_episode_steps=None, **kwargs) -> None:
+    if env_id not in gym.registry:
+        gym.register(
+            id=env_id,
+            entry_point=entry_point,
+            vector_entry_point=vector_entry_point,
+            max_episode_steps=max_episode_steps,
+            kwargs=kwargs,
+        )
+    if env_id not in ENV_IDS:
+        ENV_IDS.append(env_id)
+
+
+def register_envs() -> None:
+    """Register kcrl's environments (idempotent)."""
+    _register(
+        "TabularSequence-v0",
+        entry_point="kcrl.envs.tabular:make_tabular_env",
+        vector_entry_point="kcrl.envs.tabular:make_tabular_vec_env",
+    )
+
+
+__all__ = ["BatchedGenerationEnv", "ENV_IDS", "GenerationEnv", "SequenceTask", "TensorStep", "register_envs"]

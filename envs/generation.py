@@ -1,0 +1,325 @@
+"""Token-by-token generation as a Gymnasium MDP, single and batched (CPU or GPU).
+
+:class:`BatchedGenerationEnv` is the one implementation: N episodes stepped as tensor
+operations on ``device``. :class:`GenerationEnv` is the single-environment view of it
+(a batch of one), so the two can never disagree.
+
+Reward terms (each reported in ``info``):
+
+* ``reward_constraint`` — ``alpha * f(x, context)`` at the episode's last step (on
+  termination *and* on truncation: the written tokens are the sample);
+* ``reward_base`` — ``log p_theta(a_t | s_t)`` at every step when ``kl_to_base=True``. With it,
+  the soft (max-entropy) optimal policy is q ∝ p_theta exp(alpha f) (see :mod:`kcrl.softrl`).
+
+Autoreset: the Gymnasium-facing API uses ``AutoresetMode.NEXT_STEP`` (Gymnasium's default):
+the step after an episode ends resets that sub-environment, ignores its action and returns
+reward 0 with both flags False. ``AutoresetMode.DISABLED`` is available for kcrl's own agents
+(finished episodes stay finished and pay 0 until ``reset``); ``SAME_STEP`` for adapters that
+expect it (the final observation is then in ``info["final_obs"]``). The mode is checked when
+the environment is built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from kcrl.errors import ConfigError, InvalidActionError
+from kcrl.envs.task import SequenceTask
+
+
+@dataclass
+class TensorStep:
+    """One batched step, as tensors on the env's device."""
+
+    obs: dict[str, torch.Tensor]
+    reward: torch.Tensor  # (N,) float32
+    terminated: torch.Tensor  # (N,) bool
+    truncated: torch.Tensor  # (N,) bool
+    info: dict[str, torch.Tensor]
+
+
+def observation_space(task: SequenceTask) -> spaces.Dict:
+    """The single-env observation space: written tokens, how many, and the context."""
+    obs = {
+        "tokens": spaces.MultiDiscrete(np.full(task.max_length, task.obs_vocab, dtype=np.int64)),
+        "length": spaces.Discrete(task.max_length + 1),
+    }
+    if task.context_nvec is not None:
+        obs["context"] = spaces.MultiDiscrete(np.asarray(task.context_nvec, dtype=np.int64))
+    return spaces.Dict(obs)
+
+
+class BatchedGenerationEnv(VectorEnv):
+    """N generation episodes stepped together as tensor operations on ``device``.
+
+    Args:
+        task: the world (vocabulary, contexts, base model, constraint).
+        num_envs: N.
+        device: ``"cpu"`` or ``"cuda"`` (the task's modules are moved there).
+        kl_to_base: add ``log p_theta(a_t|s_t)`` to every step's reward.
+        autoreset_mode: see the module docstring.
+    """
+
+    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
+    _MODES = (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP, AutoresetMode.DISABLED)
+
+    def __init__(
+        self,
+        task: SequenceTask,
+        num_envs: int = 1,
+        device: str | torch.device = "cpu",
+        kl_to_base: bool = True,
+        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+    ) -> None:
+        if not isinstance(num_envs, int) or num_envs < 1:
+            raise ConfigError(f"num_envs must be a positive integer; got {num_envs!r}.")
+        try:
+            autoreset_mode = AutoresetMode(autoreset_mode)
+        except ValueError:
+            raise ConfigError(
+                f"autoreset_mode must be one of {[m.value for m in self._MODES]}; got {autoreset_mode!r}."
+            ) from None
+        self.task = task.to(device)
+        self.device = torch.device(device)
+        self.num_envs = num_envs
+        self.kl_to_base = kl_to_base
+        self.metadata = {**self.metadata, "autoreset_mode": autoreset_mode}
+        self.autoreset_mode = autoreset_mode
+        self.single_observation_space = observation_space(task)
+        self.single_action_space = spaces.Discrete(task.vocab_size)
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+
+        n, t, dev = num_envs, task.max_length, self.device
+        self.tokens = torch.full((n, t), task.pad_id, dtype=torch.long, device=dev)
+        self.lengths = torch.zeros(n, dtype=torch.long, device=dev)
+        self.context = None
+        self.seeds = torch.zeros(n, dtype=torch.long, device=dev)
+        self.episodes = torch.zeros(n, dtype=torch.long, device=dev)
+        self.done = torch.zeros(n, dtype=torch.bool, device=dev)  # episode over, not yet reset
+        self._arange = torch.arange(n, device=dev)
+        self._started = False
+
+    # ------------------------------------------------------------------ tensor interface
+    def reset_tensor(
+        self, seed: int | None = None, mask: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Reset all sub-envs (or those in ``mask``); sub-env i is seeded ``seed + i``."""
+        if seed is not None:
+            self.seeds = seed + self._arange
+            self.episodes.zero_()
+        elif not self._started:
+            base = int(np.random.SeedSequence().generate_state(1)[0] >> 1)
+            self.seeds = base + self._arange
+        self._started = True
+        mask = torch.ones(self.num_envs, dtype=torch.bool, device=self.device) if mask is None else mask
+        self._reset_where(mask)
+        return self.obs_tensor()
+
+    def _reset_where(self, mask: torch.Tensor) -> None:
+        self.tokens[mask] = self.task.pad_id
+        self.lengths[mask] = 0
+        self.done[mask] = False
+        context = self.task.sample_contexts(self.seeds, self.episodes)
+        if context is not None:
+            self.context = context if self.context is None else torch.where(mask[:, None], context, self.context)
+        self.episodes += mask.long()
+
+    def obs_tensor(self) -> dict[str, torch.Tensor]:
+        obs = {"tokens": self.tokens.clone(), "length": self.lengths.clone()}
+        if self.context is not None:
+            obs["context"] = self.context.clone()
+        return obs
+
+    def step_tensor(self, actions: torch.Tensor) -> TensorStep:
+        """Write one token per sub-env. ``actions``: ``(N,)`` integer tensor on any device."""
+        if not self._started:
+            raise gym.error.ResetNeeded("call reset() before step().")
+        actions = self._check_actions(actions)
+        n, task = self.num_envs, self.task
+        resetting = self.done.clone() if self.autoreset_mode == AutoresetMode.NEXT_STEP else None
+        active = ~self.done
+
+        reward_base = torch.zeros(n, device=self.device)
+        if self.kl_to_base:
+            log_probs = task.base_log_probs(self.tokens, self.lengths, self.context)  # (N, V)
+            reward_base = torch.where(active, log_probs[self._arange, actions], 0.0).float()
+
+        write_at = self.lengths.clamp(max=task.max_length - 1)
+        written = torch.where(active, actions, self.tokens[self._arange, write_at])
+        self.tokens[self._arange, write_at] = written
+        self.lengths = self.lengths + active.long()
+
+        full = self.lengths >= task.max_length
+        ended_by_eos = (actions == task.eos_id) & active if task.eos_id is not None else None
+        if task.eos_id is None:
+            terminated, truncated = active & full, torch.zeros_like(active)
+        else:
+            terminated, truncated = ended_by_eos, active & full & ~ended_by_eos
+        finished = terminated | truncated
+
+        reward_constraint = torch.zeros(n, device=self.device)
+        constraint = torch.full((n,), float("nan"), device=self.device)
+        if finished.any():
+            idx = finished.nonzero().squeeze(-1)
+            ctx = None if self.context is None else self.context[idx]
+            raw = task.constraint.predict(self.tokens[idx], ctx).float()
+            constraint[idx] = raw
+            reward_constraint[idx] = task.alpha * raw
+            if not torch.isfinite(raw).all():
+                from kcrl.errors import NonFiniteError
+
+                raise NonFiniteError(
+                    f"the constraint {type(task.constraint).__name__} returned a non-finite value "
+                    "for a finished sample; rewards must be finite."
+                )
+        self.done |= finished
+        reward = reward_base + reward_constraint
+        info = {
+            "constraint": constraint,
+            "_constraint": finished.clone(),
+            "reward_constraint": reward_constraint,
+            "reward_base": reward_base,
+        }
+        obs = self.obs_tensor()
+        if resetting is not None and resetting.any():
+            self._reset_where(resetting)
+            obs = self.obs_tensor()
+        elif self.autoreset_mode == AutoresetMode.SAME_STEP and finished.any():
+            info["final_obs"] = obs
+            info["_final_obs"] = finished.clone()
+            self._reset_where(finished)
+            obs = self.obs_tensor()
+        return TensorStep(obs, reward, terminated, truncated, info)
+
+    def _check_actions(self, actions: Any) -> torch.Tensor:
+        if not isinstance(actions, torch.Tensor):
+            array = np.asarray(actions)
+            if array.dtype.kind == "f":
+                if not np.isfinite(array).all():
+                    raise InvalidActionError(f"actions contain NaN or inf: {array!r}; expected token ids.")
+                if not np.all(array == np.round(array)):
+                    raise InvalidActionError(
+                        f"actions must be integer token ids; got non-integral floats {array!r}."
+                    )
+            elif array.dtype.kind not in "iub":
+                raise InvalidActionError(f"actions must be integers; got dtype {array.dtype}.")
+            actions = torch.as_tensor(array.astype(np.int64), device=self.device)
+        elif actions.is_floating_point():
+            if not torch.isfinite(actions).all():
+                raise InvalidActionError("actions contain NaN or inf; expected token ids.")
+            actions = actions.long()
+        if actions.shape != (self.num_envs,):
+            raise InvalidActionError(
+                f"expected {self.num_envs} actions of shape ({self.num_envs},); got shape {tuple(actions.shape)}."
+            )
+        actions = actions.to(self.device, torch.long)
+        bad = (actions < 0) | (actions >= self.task.vocab_size)
+        if bad.any():
+            raise InvalidActionError(
+                f"actions must be token ids in [0, {self.task.vocab_size}); got "
+                f"{actions[bad][:5].tolist()} at positions {bad.nonzero().squeeze(-1)[:5].tolist()}."
+            )
+        return actions
+
+    # ------------------------------------------------------------------ Gymnasium interface
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        mask = None
+        if options and "reset_mask" in options:
+            mask = torch.as_tensor(np.asarray(options["reset_mask"]), dtype=torch.bool, device=self.device)
+        obs = self.reset_tensor(seed=seed, mask=mask)
+        return _to_numpy(obs), {}
+
+    def step(self, actions):
+        out = self.step_tensor(actions)
+        info = {k: _to_numpy(v) for k, v in out.info.items()}
+        return (
+            _to_numpy(out.obs),
+            out.reward.cpu().numpy().astype(np.float32),
+            out.terminated.cpu().numpy(),
+            out.truncated.cpu().numpy(),
+            info,
+        )
+
+    def set_constraint(self, constraint) -> None:
+        """Swap the reward's constraint (e.g. a newly learned one) without rebuilding the env."""
+        self.task.set_constraint(constraint)
+        constraint.to(self.device)
+
+    def close_extras(self, **kwargs: Any) -> None:
+        pass
+
+
+def _to_numpy(value):
+    if isinstance(value, dict):
+        return {k: _to_numpy(v) for k, v in value.items()}
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    return value
+
+
+class GenerationEnv(gym.Env):
+    """The single-environment view of :class:`BatchedGenerationEnv` (a batch of one).
+
+    Stepping a finished episode raises ``gymnasium.error.ResetNeeded``; call ``reset``.
+    """
+
+    metadata = {"render_modes": ["ansi"]}
+
+    def __init__(self, task: SequenceTask, kl_to_base: bool = True, render_mode: str | None = None) -> None:
+        self._batched = BatchedGenerationEnv(
+            task, num_envs=1, device="cpu", kl_to_base=kl_to_base, autoreset_mode=AutoresetMode.DISABLED
+        )
+        self.task = task
+        self.observation_space = self._batched.single_observation_space
+        self.action_space = self._batched.single_action_space
+        self.render_mode = render_mode
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if seed is None and not self._batched._started:
+            seed = int(self.np_random.integers(0, 2**31 - 1))
+        obs = self._batched.reset_tensor(seed=seed)
+        return _unbatch(obs), {}
+
+    def step(self, action):
+        if self._batched.done[0]:
+            raise gym.error.ResetNeeded("the episode is over; call reset() before step().")
+        array = np.asarray(action)
+        if array.shape not in ((), (1,)):
+            raise InvalidActionError(f"expected one token id (a scalar); got shape {array.shape}.")
+        out = self._batched.step_tensor(torch.as_tensor(array.reshape(1)) if array.dtype.kind in "iu" else array.reshape(1))
+        info = {"reward_base": float(out.info["reward_base"][0])}
+        if bool(out.info["_constraint"][0]):
+            info["constraint"] = float(out.info["constraint"][0])
+            info["reward_constraint"] = float(out.info["reward_constraint"][0])
+        return (
+            _unbatch(out.obs),
+            float(out.reward[0]),
+            bool(out.terminated[0]),
+            bool(out.truncated[0]),
+            info,
+        )
+
+    def set_constraint(self, constraint) -> None:
+        self._batched.set_constraint(constraint)
+
+    def render(self):
+        if self.render_mode == "ansi":
+            n = int(self._batched.lengths[0])
+            return " ".join(str(t) for t in self._batched.tokens[0, :n].tolist())
+        return None
+
+
+def _unbatch(obs: dict[str, torch.Tensor]) -> dict[str, np.ndarray | int]:
+    out = {k: v[0].cpu().numpy() for k, v in obs.items()}
+    out["length"] = int(out["length"])
+    return out
