@@ -220,3 +220,15 @@ class TabularSequenceEnv(GenerationEnv):
     ## Version History
     * v0: initial version.
     """
+
+
+def prefix_observations(world: TabularWorld) -> dict[str, torch.Tensor]:
+    """Observations of every prefix shorter than T, in :func:`kcrl.softrl.prefix_index` order."""
+    tokens, lengths = [], []
+    for t in range(world.max_length):
+        seqs = all_sequences(world.vocab_size, t, world.device)
+        padded = torch.full((seqs.shape[0], world.max_length), world.pad_id, dtype=torch.long, device=world.device)
+        padded[:, :t] = seqs
+        tokens.append(padded)
+        lengths.append(torch.full((seqs.shape[0],), t, dtype=torch.long, device=world.device))
+    return {"tokens": torch.cat(tokens), "length": torch.cat(lengths)}

@@ -1,0 +1,100 @@
+"""Result files: ``results.json`` (every number plus provenance) and ``results.md`` (tables)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
+
+
+def git_commit() -> str:
+    """The commit of the source tree kcrl runs from, with ``-dirty`` if it has changes."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def machine() -> dict[str, Any]:
+    """CPU model, cores, GPU (if any), thread settings and library versions."""
+    import gymnasium
+    import numpy
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "gymnasium": gymnasium.__version__,
+        "numpy": numpy.__version__,
+    }
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temporary file, fsync and rename, so a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    def fmt(v: Any) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_results(
+    out: Path, suite: str, seed: int, config: Any, metrics: dict[str, Any], markdown: str, **extra: Any
+) -> dict[str, Any]:
+    """Write ``out/results.json`` and ``out/results.md``; returns the JSON object."""
+    out = Path(out)
+    record = {
+        "suite": suite,
+        "seed": seed,
+        "config": asdict(config) if is_dataclass(config) else config,
+        "metrics": metrics,
+        "commit": git_commit(),
+        "machine": machine(),
+        **extra,
+    }
+    atomic_write_text(out / "results.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
+    header = f"# {suite}\n\nseed {seed} · commit `{record['commit']}` · {record['machine']['cpu']} ({record['machine']['cores']} cores)\n\n"
+    atomic_write_text(out / "results.md", header + markdown + "\n")
+    return record

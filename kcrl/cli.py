@@ -1,0 +1,64 @@
+"""The ``kcrl`` command line.
+
+    kcrl bench --list
+    kcrl bench SUITE [--seed N] [--out DIR] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from kcrl.benchmarks import SUITES, get_suite
+
+    if args.list or args.suite is None:
+        width = max(len(n) for n in SUITES)
+        for name, (description, _) in SUITES.items():
+            print(f"{name:<{width}}  {description}")
+        return 0
+    run = get_suite(args.suite)
+    out = Path(args.out) if args.out else Path("runs") / f"{args.suite}-seed{args.seed}"
+    result = run(seed=args.seed, out=out, quick=args.quick, progress=not args.no_progress)
+    print(result["table"])
+    print(f"\nwrote {out / 'results.json'} and {out / 'results.md'}")
+    if result["metrics"].get("passed") is False:
+        print("FAILED: a metric missed its target (see the table).", file=sys.stderr)
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kcrl", description="Learnable knowledge constraints as RL.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    bench = sub.add_parser("bench", help="run a benchmark suite and print its table")
+    bench.add_argument("suite", nargs="?", help="suite name (see --list)")
+    bench.add_argument("--list", action="store_true", help="list the suites")
+    bench.add_argument("--seed", type=int, default=0, help="seed of the run (default 0)")
+    bench.add_argument("--out", help="output folder (default runs/SUITE-seedN)")
+    bench.add_argument("--quick", action="store_true", help="the small size that finishes in minutes")
+    bench.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    bench.set_defaults(func=_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    from kcrl.errors import KcrlError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KcrlError as exc:
+        print(f"kcrl: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
