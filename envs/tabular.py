@@ -214,8 +214,8 @@ class TabularSequenceEnv(GenerationEnv):
         >>> obs, info = env.reset(seed=0)
         >>> for a in [0, 1, 2, 3]:
         ...     obs, reward, terminated, truncated, info = env.step(a)
-        >>> obs["tokens"].tolist(), terminated, round(info["constraint"], 3) == round(env.unwrapped.task.true_constraint.predict(obs["tokens"][None]).item(), 3)
-        ([0, 1, 2, 3], True, True)
+        >>> obs["tokens"].tolist(), terminated, sorted(info)
+        ([0, 1, 2, 3], True, ['constraint', 'reward_base', 'reward_constraint'])
 
     ## Version History
     * v0: initial version.
