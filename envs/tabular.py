@@ -47,13 +47,15 @@ class TabularAutoregressive(nn.Module):
         rows = prefix_index(tokens, lengths.clamp(max=self.length - 1), self.vocab_size)
         return self.log_prob_table()[rows]
 
-    def log_prob(self, sequences: torch.Tensor) -> torch.Tensor:
-        """``log p(x)`` of complete sequences ``(N, T)`` -> ``(N,)``, differentiable."""
+    def log_prob(self, sequences: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """``log p(x)`` of complete sequences ``(N, T)`` -> ``(N,)``, differentiable (no context)."""
         return sequence_log_probs_from_table(self.log_prob_table(), sequences)
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Draw n sequences; returns ``(x of shape (n, T), log p(x) of shape (n,))``."""
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, context: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw n sequences; returns ``(x of shape (n, T), log p(x) of shape (n,))`` (no context)."""
         device = self.logits.device
         tokens = torch.zeros(n, self.length, dtype=torch.long, device=device)
         log_p = torch.zeros(n, device=device)

@@ -1,0 +1,320 @@
+"""Algorithm 1 of Hu et al. (2018): learn the constraint and the generator jointly.
+
+Each iteration:
+
+1. sample K x_i ~ p_theta (per context), no gradient;
+2. **constraint step** (the variant decides how f_phi moves):
+
+   ============  ==============================================================  =========
+   variant       constraint update                                               paper
+   ============  ==============================================================  =========
+   ``learned``   Eq. 8 — MaxEnt IRL: data term minus importance-weighted term     full method
+   ``mstep``     Eq. 5's M-step — maximise E_q[f_phi] on the model's own samples  baseline
+   ``binary_d``  logistic real-vs-generated classifier, f = its logit            GAN-style baseline
+   ``fixed``     none (a hand-written or pretrained constraint)                  baseline
+   ``base``      none, and no PR term: MLE only                                  baseline
+   ============  ==============================================================  =========
+
+3. **generator step**: its own objective L(theta) (MLE on data, weight ``mle_weight``) plus
+   ``lam`` times the PR term: Eq. 10 (``-sum_i w_i log p_theta(x_i)``, explicit density) or
+   Eq. 12 (score-function gradient of ``E_p[alpha f]``, for generators used as implicit models).
+
+The trainer takes its parts — generator, constraint, data — as arguments and logs, every
+iteration: ESS and ESS/K, the log Z estimate, the constraint gap E_data f - E_q f, an estimate of
+KL(p_theta || p_theta_0) to the starting model, and any task metrics from ``evaluate``.
+Checkpoints (generator, constraint, optimisers, RNG states, iteration, history) are atomic;
+:meth:`PRTrainer.train` with ``resume=True`` continues exactly where a killed run stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+
+from kcrl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from kcrl.constraints import Constraint
+from kcrl.errors import ConfigError, NonFiniteError, check_alpha
+from kcrl.losses import constraint_loss, score_function_loss, weighted_mle_loss
+from kcrl.posterior import ImportanceWeights, LowESSWarning
+from kcrl.progress import progress
+
+VARIANTS = ("learned", "mstep", "binary_d", "fixed", "base")
+
+
+class ExplicitGenerator(Protocol):
+    """What the trainer needs of a generator p_theta (an ``nn.Module``)."""
+
+    def sample(self, n: int, generator: torch.Generator | None = None, context: torch.Tensor | None = None):
+        """``(x, log p_theta(x))`` for n samples (per row of ``context`` if given)."""
+
+    def log_prob(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """Differentiable ``log p_theta(x | context)``, shape ``(N,)``."""
+
+
+@dataclass
+class PRConfig:
+    """Configuration of :class:`PRTrainer` (Algorithm 1)."""
+
+    variant: str = "learned"
+    """one of learned, mstep, binary_d, fixed, base"""
+    generator_update: str = "eq10"
+    """eq10 (importance-weighted MLE) or eq12 (score function)"""
+    iterations: int = 300
+    """number of Algorithm 1 iterations"""
+    alpha: float = 1.0
+    """constraint weight in q ∝ p_theta exp(alpha f)"""
+    lam: float = 1.0
+    """lambda, the weight of the PR term in the generator objective"""
+    mle_weight: float = 1.0
+    """weight of the generator's own objective L(theta) (MLE on data)"""
+    samples: int = 1024
+    """K, generator samples per iteration"""
+    data_batch: int = 1024
+    """data samples per iteration"""
+    constraint_steps: int = 1
+    """constraint updates per iteration"""
+    generator_lr: float = 0.05
+    """Adam learning rate of the generator"""
+    constraint_lr: float = 0.05
+    """Adam learning rate of the constraint"""
+    lr_decay: bool = True
+    """anneal both learning rates linearly to 0 over ``iterations``"""
+    ess_warn_fraction: float = 0.05
+    """warn when ESS/K falls below this"""
+    checkpoint_every: int = 50
+    """iterations between checkpoints (0: only at the end)"""
+    eval_every: int = 50
+    """iterations between calls of ``evaluate``"""
+    seed: int = 0
+    """seed of sampling and minibatching"""
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            from kcrl.errors import unknown_name
+
+            raise unknown_name("variant", self.variant, VARIANTS)
+        if self.generator_update not in ("eq10", "eq12"):
+            raise ConfigError(f"generator_update must be 'eq10' or 'eq12'; got {self.generator_update!r}.")
+        check_alpha(self.alpha)
+        for name in ("iterations", "samples", "data_batch", "constraint_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1; got {getattr(self, name)}.")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "PRConfig":
+        """Build from a dict, rejecting unknown keys (with a suggestion)."""
+        known = {f.name for f in fields(cls)}
+        for key in values:
+            if key not in known:
+                from kcrl.errors import did_you_mean
+
+                raise ConfigError(f"unknown PRConfig key {key!r}.{did_you_mean(key, known)}")
+        return cls(**values)
+
+
+class PRTrainer:
+    """Algorithm 1 with pluggable parts.
+
+    Args:
+        generator: p_theta, an ``nn.Module`` with ``sample`` and ``log_prob`` (see :class:`ExplicitGenerator`).
+        constraint: f_phi; learnable for ``learned``/``mstep``/``binary_d``.
+        data: ``(x, context)`` training data (``context`` may be ``None``).
+        config: :class:`PRConfig`.
+        evaluate: optional ``trainer -> dict[str, float]`` of task metrics (validation data).
+    """
+
+    def __init__(
+        self,
+        generator: torch.nn.Module,
+        constraint: Constraint,
+        data: tuple[torch.Tensor, torch.Tensor | None],
+        config: PRConfig | None = None,
+        evaluate: Callable[["PRTrainer"], dict[str, float]] | None = None,
+    ) -> None:
+        self.config = config = config or PRConfig()
+        if config.variant in ("learned", "mstep", "binary_d") and not constraint.learnable:
+            raise ConfigError(
+                f"variant {config.variant!r} trains the constraint, but {type(constraint).__name__} has no "
+                "trainable parameters; use variant='fixed' or pass a learnable constraint."
+            )
+        self.generator, self.constraint, self.evaluate = generator, constraint, evaluate
+        self.data_x, self.data_context = data
+        if len(self.data_x) == 0:
+            raise ConfigError("PRTrainer needs training data; got an empty data set.")
+        self.device = next(generator.parameters()).device
+        self.initial_generator = copy.deepcopy(generator).requires_grad_(False)  # p_theta_0, for KL-to-base
+        self.generator_optimizer = torch.optim.Adam(generator.parameters(), lr=config.generator_lr)
+        params = [p for p in constraint.parameters() if p.requires_grad]
+        self.constraint_optimizer = torch.optim.Adam(params, lr=config.constraint_lr) if params else None
+        self.rng = torch.Generator(self.device).manual_seed(config.seed)
+        self.iteration = 0
+        self.history: list[dict[str, float]] = []
+
+    # ------------------------------------------------------------------ one iteration
+    def _data_batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        n = len(self.data_x)
+        if self.config.data_batch >= n:
+            return self.data_x, self.data_context
+        idx = torch.randint(n, (self.config.data_batch,), generator=self.rng, device=self.data_x.device)
+        return self.data_x[idx], None if self.data_context is None else self.data_context[idx]
+
+    def _sample(self, context: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        with torch.no_grad():
+            if context is None:
+                x, _ = self.generator.sample(self.config.samples, generator=self.rng)
+                return x, None
+            x, _ = self.generator.sample(len(context), context=context, generator=self.rng)
+            return x, context
+
+    def _constraint_step(self, x_data, c_data, x_q, c_q) -> None:
+        cfg = self.config
+        for _ in range(cfg.constraint_steps):
+            f_samples = self.constraint(x_q, c_q)
+            if cfg.variant == "learned":  # Eq. 8
+                log_w = ImportanceWeights.from_scores(f_samples.detach(), cfg.alpha).log_weights
+                loss = constraint_loss(self.constraint(x_data, c_data), f_samples, log_w, cfg.alpha)
+            elif cfg.variant == "mstep":  # Eq. 5: phi follows q's own samples, no data anchor
+                log_w = ImportanceWeights.from_scores(f_samples.detach(), cfg.alpha).log_weights
+                loss = -cfg.alpha * (torch.exp(log_w) * f_samples).sum()
+            else:  # binary_d: labels_real_is_one; f is the classifier's logit
+                f_data = self.constraint(x_data, c_data)
+                loss = F.binary_cross_entropy_with_logits(f_data, torch.ones_like(f_data)) + \
+                    F.binary_cross_entropy_with_logits(f_samples, torch.zeros_like(f_samples))
+            self._check(loss, "constraint loss")
+            self.constraint_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.constraint_optimizer.step()
+
+    def _anneal(self) -> None:
+        scale = max(0.0, 1.0 - self.iteration / self.config.iterations) if self.config.lr_decay else 1.0
+        for opt, lr in ((self.generator_optimizer, self.config.generator_lr), (self.constraint_optimizer, self.config.constraint_lr)):
+            for group in [] if opt is None else opt.param_groups:
+                group["lr"] = lr * scale
+
+    def step(self) -> dict[str, float]:
+        """One iteration of Algorithm 1; returns its log line."""
+        cfg = self.config
+        self._anneal()
+        x_data, c_data = self._data_batch()
+        x_q, c_q = self._sample(c_data if self.data_context is not None else None)
+        if cfg.variant in ("learned", "mstep", "binary_d"):
+            self._constraint_step(x_data, c_data, x_q, c_q)
+
+        stats: dict[str, float] = {"iteration": self.iteration + 1}
+        log_p_data = self.generator.log_prob(x_data, c_data)
+        loss = -cfg.mle_weight * log_p_data.mean()  # L(theta): MLE on data
+        if cfg.variant != "base":
+            with torch.no_grad():
+                f_q = self.constraint.predict(x_q, c_q)
+                f_data = self.constraint.predict(x_data, c_data)
+            weights = ImportanceWeights.from_scores(f_q, cfg.alpha)
+            log_p_q = self.generator.log_prob(x_q, c_q)
+            if cfg.generator_update == "eq10":
+                pr_loss = weighted_mle_loss(log_p_q, weights.log_weights)  # Eq. 10
+            else:
+                pr_loss = score_function_loss(log_p_q, cfg.alpha * f_q)  # Eq. 12
+            loss = loss + cfg.lam * pr_loss
+            ess_fraction = weights.ess_fraction.item()
+            if ess_fraction < cfg.ess_warn_fraction:
+                warnings.warn(f"iteration {self.iteration + 1}: ESS/K = {ess_fraction:.3f}", LowESSWarning, stacklevel=2)
+            stats.update(
+                ess=weights.ess.item(),
+                ess_fraction=ess_fraction,
+                log_z=weights.log_z.item(),
+                constraint_gap=(f_data.mean() - weights.expectation(f_q)).item(),
+                constraint_data=f_data.mean().item(),
+            )
+        self._check(loss, "generator loss")
+        self.generator_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.generator_optimizer.step()
+        with torch.no_grad():  # KL(p_theta || p_theta_0) estimated on this iteration's samples
+            stats["kl_to_base"] = (self.generator.log_prob(x_q, c_q) - self.initial_generator.log_prob(x_q, c_q)).mean().item()
+        stats["nll_data"] = -log_p_data.mean().item()
+        self.iteration += 1
+        return stats
+
+    @staticmethod
+    def _check(value: torch.Tensor, what: str) -> None:
+        if not torch.isfinite(value).all():
+            raise NonFiniteError(
+                f"{what} became {value.item()} — training stopped before writing a checkpoint. "
+                "Lower the learning rates or alpha, or check the constraint's outputs."
+            )
+
+    # ------------------------------------------------------------------ loop and checkpoints
+    def train(
+        self, out: str | Path | None = None, resume: bool = False, show_progress: bool = True,
+        stop_after: int | None = None,
+    ) -> list[dict[str, float]]:
+        """Run to ``config.iterations``; checkpoints to ``out/checkpoint.pt`` when ``out`` is given.
+
+        ``stop_after`` ends the call early after that many iterations (the run can be resumed).
+        """
+        cfg = self.config
+        path = Path(out) / "checkpoint.pt" if out is not None else None
+        if resume:
+            if path is None:
+                raise ConfigError("resume=True needs the run's output folder (out=...).")
+            if path.is_file():
+                self.load_state_dict(load_checkpoint(path, self.device))
+        todo = range(self.iteration, cfg.iterations if stop_after is None else min(cfg.iterations, self.iteration + stop_after))
+        bar = progress(todo, f"Algorithm 1 ({cfg.variant})", enabled=show_progress)
+        for _ in bar:
+            stats = self.step()
+            if self.evaluate is not None and (self.iteration % cfg.eval_every == 0 or self.iteration == cfg.iterations):
+                stats.update(self.evaluate(self))
+            self.history.append(stats)
+            if "ess_fraction" in stats:
+                bar.set_postfix(ess=f"{stats['ess_fraction']:.2f}", gap=f"{stats['constraint_gap']:.3f}", refresh=False)
+            if path is not None and cfg.checkpoint_every and self.iteration % cfg.checkpoint_every == 0:
+                save_checkpoint(path, self.state_dict())
+        if path is not None:
+            save_checkpoint(path, self.state_dict())
+        return self.history
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "format": "kcrl.PRTrainer/1",
+            "config": asdict(self.config),
+            "iteration": self.iteration,
+            "generator": self.generator.state_dict(),
+            "initial_generator": self.initial_generator.state_dict(),
+            "constraint": self.constraint.state_dict(),
+            "generator_optimizer": self.generator_optimizer.state_dict(),
+            "constraint_optimizer": None if self.constraint_optimizer is None else self.constraint_optimizer.state_dict(),
+            "rng": self.rng.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "history": self.history,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("format") != "kcrl.PRTrainer/1":
+            raise CheckpointError(f"not a PRTrainer checkpoint (format {state.get('format')!r}).")
+        if state["config"] != asdict(self.config):
+            changed = sorted(k for k in state["config"] if state["config"][k] != asdict(self.config).get(k))
+            raise CheckpointError(
+                f"the checkpoint was written with a different config (differs in {changed}); resume with the "
+                "same config, or start a new run in another folder."
+            )
+        try:
+            self.generator.load_state_dict(state["generator"])
+            self.initial_generator.load_state_dict(state["initial_generator"])
+            self.constraint.load_state_dict(state["constraint"])
+        except RuntimeError as exc:
+            raise CheckpointError(f"the checkpoint does not fit these models: {exc}") from exc
+        self.generator_optimizer.load_state_dict(state["generator_optimizer"])
+        if self.constraint_optimizer is not None and state["constraint_optimizer"] is not None:
+            self.constraint_optimizer.load_state_dict(state["constraint_optimizer"])
+        self.rng.set_state(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+        self.iteration = int(state["iteration"])
+        self.history = list(state["history"])
