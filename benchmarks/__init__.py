@@ -16,6 +16,10 @@ SUITES: dict[str, tuple[str, str]] = {
         "MaxEnt IRL (Eq. 8) and the soft-PG agent on TabularSequence-v0, scored by exact KLs",
         "kcrl.benchmarks.tabular_exact:run",
     ),
+    "tabular-joint": (
+        "Algorithm 1 and the paper's baselines on TabularSequence-v0, scored by exact KL(p_data || p_theta)",
+        "kcrl.benchmarks.tabular_joint:run",
+    ),
 }
 
 

@@ -2,11 +2,13 @@
 
     kcrl bench --list
     kcrl bench SUITE [--seed N] [--out DIR] [--quick]
+    kcrl train CONFIG --out DIR [--resume]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -31,6 +33,14 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from kcrl.train import TrainConfig, train
+
+    metrics = train(TrainConfig.from_yaml(args.config), args.out, resume=args.resume, show_progress=not args.no_progress)
+    print(json.dumps(metrics, indent=2, sort_keys=True))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kcrl", description="Learnable knowledge constraints as RL.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -42,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="the small size that finishes in minutes")
     bench.add_argument("--no-progress", action="store_true", help="hide progress bars")
     bench.set_defaults(func=_bench)
+    train = sub.add_parser("train", help="one Algorithm 1 run from a YAML config")
+    train.add_argument("config", help="YAML config (see kcrl.train.TrainConfig)")
+    train.add_argument("--out", required=True, help="output folder (config, checkpoint, metrics)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    train.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    train.set_defaults(func=_train)
     return parser
 
 
