@@ -1,0 +1,105 @@
+"""The text of every user-facing error: what was wrong, what arrived, how to fix it."""
+
+import subprocess
+import sys
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import kcrl  # noqa: F401
+from kcrl.benchmarks import get_suite
+from kcrl.checkpoint import CheckpointError, load_checkpoint
+from kcrl.constraints import RuleConstraint
+from kcrl.envs.generation import BatchedGenerationEnv
+from kcrl.envs.tabular import TabularWorld
+from kcrl.errors import (
+    ConfigError,
+    InvalidActionError,
+    KcrlError,
+    MissingDependencyError,
+    NonFiniteError,
+    UnknownNameError,
+    require_optional,
+)
+from kcrl.train import TrainConfig
+
+
+def message(exc_type, fn, *args, **kwargs):
+    with pytest.raises(exc_type) as info:
+        fn(*args, **kwargs)
+    assert isinstance(info.value, KcrlError) or exc_type is gym.error.NameNotFound
+    return str(info.value)
+
+
+def test_alpha_must_be_positive():
+    assert message(ConfigError, TabularWorld, alpha=-2.0) == (
+        "alpha must be a positive finite number (it scales the constraint in q ∝ p exp(alpha f)); "
+        "got -2.0. Use e.g. alpha=1.0."
+    )
+
+
+def test_invalid_actions():
+    env = gym.make_vec("TabularSequence-v0", num_envs=2, vectorization_mode="vector_entry_point")
+    env.reset(seed=0)
+    assert message(InvalidActionError, env.step, np.array([0, 9])) == "actions must be token ids in [0, 4); got [9] at positions [1]."
+    assert message(InvalidActionError, env.step, np.array([0])) == "expected 2 actions of shape (2,); got shape (1,)."
+    assert message(InvalidActionError, env.step, np.array([0.0, np.nan])) == "actions contain NaN or inf: array([ 0., nan]); expected token ids."
+    assert message(InvalidActionError, env.step, np.array([0.5, 1.0])) == "actions must be integer token ids; got non-integral floats array([0.5, 1. ])."
+    assert message(InvalidActionError, env.step, np.array(["a", "b"])) == "actions must be integers; got dtype <U1."
+    single = gym.make("TabularSequence-v0")
+    single.reset(seed=0)
+    assert message(InvalidActionError, single.step, [1, 2]) == "expected one token id (a scalar); got shape (2,)."
+
+
+def test_bad_env_configuration():
+    world = TabularWorld()
+    assert message(ConfigError, BatchedGenerationEnv, world, num_envs=0) == "num_envs must be a positive integer; got 0."
+    assert message(ConfigError, BatchedGenerationEnv, world, autoreset_mode="often") == (
+        "autoreset_mode must be one of ['NextStep', 'SameStep', 'Disabled']; got 'often'."
+    )
+    assert message(ConfigError, world.set_constraint, lambda x, c: x) == (
+        "constraint must be a kcrl.constraints.Constraint; got function. Wrap a function with "
+        "RuleConstraint(fn) or a network with NeuralConstraint(net)."
+    )
+    assert "vocab_size**length <= 2**20" in message(ConfigError, TabularWorld, vocab_size=100, length=5)
+
+
+def test_non_finite_constraint_output():
+    env = gym.make_vec("TabularSequence-v0", num_envs=1, vectorization_mode="vector_entry_point", length=1)
+    env.reset(seed=0)
+    env.set_constraint(RuleConstraint(lambda x, c: torch.full((x.shape[0],), float("inf"))))
+    assert message(NonFiniteError, env.step, np.array([0])) == (
+        "the constraint RuleConstraint returned a non-finite value for a finished sample; rewards must be finite."
+    )
+
+
+def test_unknown_names_suggest_close_ones():
+    text = message(UnknownNameError, get_suite, "tabular-exakt")
+    assert text.startswith("unknown suite 'tabular-exakt'. Did you mean 'tabular-exact'? Known: ")
+    assert "tabular-exact, tabular-joint" in text
+    with pytest.raises(gym.error.NameNotFound, match="Did you mean: `TabularSequence`"):
+        gym.make("TabularSequnce-v0")
+    assert message(ConfigError, TrainConfig.from_dict, {"trainer": {"iteratons": 5}}) == (
+        "unknown PRConfig key 'iteratons'. Did you mean 'iterations'?"
+    )
+
+
+def test_cli_reports_errors_without_traceback():
+    proc = subprocess.run([sys.executable, "-m", "kcrl.cli", "bench", "tabluar-exact"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("kcrl: error: unknown suite 'tabluar-exact'. Did you mean 'tabular-exact'?")
+    assert "Traceback" not in proc.stderr
+
+
+def test_checkpoint_errors(tmp_path):
+    assert message(CheckpointError, load_checkpoint, tmp_path / "missing.pt") == (
+        f"no checkpoint at {str(tmp_path / 'missing.pt')!r}; check the path or start without --resume."
+    )
+
+
+def test_missing_optional_dependency_names_the_extra():
+    assert message(MissingDependencyError, require_optional, "kcrl_not_a_module", "ray") == (
+        "'kcrl_not_a_module' is not installed; it is an optional dependency of kcrl. Install it with: pip install 'kcrl[ray]'"
+    )
