@@ -82,20 +82,33 @@ def run_variant(variant: str, seed: int, config: TabularJointConfig, progress: b
     return {"kl_start": start, "kl_final": final, "log_z": history[-1].get("log_z", 0.0), "ess_fraction": history[-1].get("ess_fraction", 1.0)}
 
 
-def run(seed: int = 0, out: Path | None = None, quick: bool = False, progress: bool = True, config: TabularJointConfig | None = None) -> dict:
+def tasks(seed: int = 0, quick: bool = False, config: TabularJointConfig | None = None) -> list[dict]:
+    """The independent runs of the suite: one per (variant, seed)."""
     config = config or TabularJointConfig()
     if quick:
         config = replace(config, seeds=2, trainer=replace(config.trainer, iterations=200))
-    seeds = [seed + i for i in range(config.seeds)]
-    results = {v: [run_variant(v, s, config, progress) for s in seeds] for v in config.variants}
-    finals = {v: [r["kl_final"] for r in rs] for v, rs in results.items()}
-    rows, metrics = [], {"seeds": seeds, "per_seed": results}
-    for v in config.variants:
-        mean, half = mean_ci95(finals[v])
-        p = "" if v == "base" or "base" not in finals else f"{permutation_test(finals[v], finals['base']):.3f}"
-        rows.append([v, f"{mean:.4f} ± {half:.4f}", f"{max(r['log_z'] for r in results[v]):.3g}", p])
+    return [{"variant": v, "seed": seed + i, "config": config} for v in config.variants for i in range(config.seeds)]
+
+
+def run_task(task: dict) -> dict[str, float]:
+    return run_variant(task["variant"], task["seed"], task["config"])
+
+
+def aggregate(task_list: list[dict], results: list[dict], seed: int, out: Path | None = None) -> dict:
+    """The suite's table (mean ± 95% CI over seeds, permutation test against base) and files."""
+    config = task_list[0]["config"]
+    by_variant: dict[str, list[dict]] = {}
+    for task, result in zip(task_list, results):
+        by_variant.setdefault(task["variant"], []).append(result)
+    finals = {v: [r["kl_final"] for r in rs] for v, rs in by_variant.items()}
+    seeds = sorted({t["seed"] for t in task_list})
+    rows, metrics = [], {"seeds": seeds, "per_seed": by_variant}
+    for v, values in finals.items():
+        mean, half = mean_ci95(values)
+        p = "" if v == "base" or "base" not in finals else f"{permutation_test(values, finals['base']):.3f}"
+        rows.append([v, f"{mean:.4f} ± {half:.4f}", f"{max(r['log_z'] for r in by_variant[v]):.3g}", p])
         metrics[f"{v}_kl_mean"], metrics[f"{v}_kl_ci95"] = mean, half
-    start = mean_ci95([r["kl_start"] for r in results[config.variants[0]]])[0]
+    start = mean_ci95([r["kl_start"] for r in results])[0]
     table = (
         f"KL(p_data ‖ p_theta) at the start: {start:.3f} nats; {config.data_samples} data samples; "
         f"{len(seeds)} seeds; {config.trainer.iterations} iterations\n\n"
@@ -104,5 +117,11 @@ def run(seed: int = 0, out: Path | None = None, quick: bool = False, progress: b
     if "learned" in finals:
         metrics["passed"] = max(finals["learned"]) < TARGET and start > 0.3
     if out is not None:
-        write_results(out, "tabular-joint", seed, config, metrics, table + "\n" + NOTES + "\nCommand: `kcrl bench tabular-joint --out benchmarks/results/tabular-joint`")
+        command = "`kcrl bench tabular-joint --out benchmarks/results/tabular-joint`"
+        write_results(out, "tabular-joint", seed, config, metrics, table + "\n" + NOTES + "\nCommand: " + command)
     return {"metrics": metrics, "table": table}
+
+
+def run(seed: int = 0, out: Path | None = None, quick: bool = False, progress: bool = True, config: TabularJointConfig | None = None) -> dict:
+    task_list = tasks(seed, quick, config)
+    return aggregate(task_list, [run_task(t) for t in task_list], seed, out)

@@ -1,7 +1,7 @@
 """The ``kcrl`` command line.
 
     kcrl bench --list
-    kcrl bench SUITE [--seed N] [--out DIR] [--quick]
+    kcrl bench SUITE [--seed N] [--out DIR] [--quick] [--backend local|ray] [--jobs N]
     kcrl train CONFIG --out DIR [--resume]
 """
 
@@ -22,9 +22,12 @@ def _bench(args: argparse.Namespace) -> int:
         for name, (description, _) in SUITES.items():
             print(f"{name:<{width}}  {description}")
         return 0
-    run = get_suite(args.suite)
+    from kcrl.benchmarks.runner import run_suite
+
+    get_suite(args.suite)  # unknown names fail before anything runs
     out = Path(args.out) if args.out else Path("runs") / f"{args.suite}-seed{args.seed}"
-    result = run(seed=args.seed, out=out, quick=args.quick, progress=not args.no_progress)
+    result = run_suite(args.suite, seed=args.seed, out=out, quick=args.quick, show_progress=not args.no_progress,
+                       backend=args.backend, jobs=args.jobs, ray_address=args.ray_address)
     print(result["table"])
     print(f"\nwrote {out / 'results.json'} and {out / 'results.md'}")
     if result["metrics"].get("passed") is False:
@@ -51,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", help="output folder (default runs/SUITE-seedN)")
     bench.add_argument("--quick", action="store_true", help="the small size that finishes in minutes")
     bench.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    bench.add_argument("--backend", choices=["local", "ray"], default="local", help="where a suite's runs execute")
+    bench.add_argument("--jobs", type=int, default=1, help="parallel runs (local processes or Ray CPUs)")
+    bench.add_argument("--ray-address", help="address of an existing Ray cluster (default: start a local one)")
     bench.set_defaults(func=_bench)
     train = sub.add_parser("train", help="one Algorithm 1 run from a YAML config")
     train.add_argument("config", help="YAML config (see kcrl.train.TrainConfig)")
