@@ -41,6 +41,12 @@ class SoftPGArgs:
     """hidden units of the policy MLP"""
     max_grad_norm: float = 1.0
     """gradient-norm clip"""
+    update_epochs: int = 1
+    """passes over each rollout; the first uses the log-probabilities kept from sampling, later ones re-score"""
+    clip_coef: float | None = None
+    """PPO-style ratio clipping (e.g. 0.2) for update_epochs > 1; None: plain policy gradient"""
+    amp: bool = False
+    """bfloat16 autocast for the policy's forward passes on CUDA (ignored on CPU)"""
     seed: int = 0
     """seed of the policy's initialisation and sampling"""
 
@@ -83,7 +89,7 @@ class Rollout:
     rewards: torch.Tensor
     mask: torch.Tensor  # 1 while the episode runs
     constraint: torch.Tensor  # (N,) raw f(x)
-    extras: dict = field(default_factory=dict)
+    observations: list[dict[str, torch.Tensor]] = field(default_factory=list)  # kept only for update_epochs > 1
 
 
 class SoftPGAgent:
@@ -116,18 +122,28 @@ class SoftPGAgent:
         ).to(self.device)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.args.lr)
         self.generator = torch.Generator(self.device).manual_seed(self.args.seed)
+        if self.args.update_epochs < 1:
+            raise ConfigError(f"update_epochs must be >= 1; got {self.args.update_epochs}.")
         self.iteration = 0
         self._reset_seed = self.args.seed
+        self._autocast = self.args.amp and self.device.type == "cuda"
+
+    def _logits(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._autocast):
+            return self.policy(obs).float()
 
     def rollout(self) -> Rollout:
         """Play one episode in every sub-env, keeping log pi from sampling (no re-scoring)."""
         env, t_max = self.env, self.env.task.max_length
         obs = env.reset_tensor(seed=self._reset_seed if self.iteration == 0 else None)
-        actions, log_probs, rewards, masks = [], [], [], []
+        actions, log_probs, rewards, masks, observations = [], [], [], [], []
+        keep_obs = self.args.update_epochs > 1
         constraint = torch.full((env.num_envs,), float("nan"), device=self.device)
         for _ in range(t_max):
             alive = ~env.done
-            log_pi = torch.log_softmax(self.policy(obs), dim=-1)  # (N, V)
+            if keep_obs:
+                observations.append(obs)
+            log_pi = torch.log_softmax(self._logits(obs), dim=-1)  # (N, V)
             action = torch.multinomial(log_pi.exp(), 1, generator=self.generator).squeeze(-1)
             step = env.step_tensor(action)
             actions.append(action)
@@ -140,27 +156,45 @@ class SoftPGAgent:
             if env.done.all():
                 break
         stack = lambda xs: torch.stack(xs, dim=1)  # noqa: E731
-        return Rollout(stack(actions), stack(log_probs), stack(rewards), stack(masks).float(), constraint)
+        return Rollout(stack(actions), stack(log_probs), stack(rewards), stack(masks).float(), constraint, observations)
 
     def update(self, rollout: Rollout) -> dict[str, float]:
-        """One policy-gradient step on a rollout; returns diagnostics."""
-        tau = self.args.entropy_coef
-        returns = soft_returns(rollout.rewards, tau * rollout.log_probs.detach(), rollout.mask)  # (N, T)
+        """Policy-gradient step(s) on a rollout; returns diagnostics.
+
+        Epoch 1 differentiates the log-probabilities kept from sampling (no re-scoring); with
+        ``update_epochs > 1`` later epochs re-score the stored observations and use the PPO
+        clipped ratio ``min(r A, clip(r, 1-eps, 1+eps) A)`` with ``r = pi / pi_sampling``.
+        """
+        args = self.args
+        returns = soft_returns(rollout.rewards, args.entropy_coef * rollout.log_probs.detach(), rollout.mask)  # (N, T)
         count = rollout.mask.sum(0).clamp(min=1)
         baseline = (returns * rollout.mask).sum(0) / count  # per-step batch mean, (T,)
-        advantages = (returns - baseline) * rollout.mask
-        loss = -(advantages.detach() * rollout.log_probs).sum(1).mean()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = nn.utils.clip_grad_norm_(self.policy.parameters(), self.args.max_grad_norm)
-        if self.args.lr_decay:
+        advantages = ((returns - baseline) * rollout.mask).detach()
+        if args.lr_decay:
             for group in self.optimizer.param_groups:
-                group["lr"] = self.args.lr * max(0.0, 1.0 - self.iteration / self.args.iterations)
-        self.optimizer.step()
+                group["lr"] = args.lr * max(0.0, 1.0 - self.iteration / args.iterations)
+        old_log_probs = rollout.log_probs.detach()
+        for epoch in range(args.update_epochs):
+            if epoch == 0:
+                log_probs = rollout.log_probs
+            else:
+                log_probs = torch.stack(
+                    [torch.log_softmax(self._logits(obs), -1).gather(-1, rollout.actions[:, t, None]).squeeze(-1)
+                     for t, obs in enumerate(rollout.observations)], dim=1)
+            if args.clip_coef is None:
+                surrogate = advantages * log_probs
+            else:
+                ratio = torch.exp(log_probs - old_log_probs)
+                clipped = torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
+                surrogate = torch.minimum(ratio * advantages, clipped * advantages)
+            loss = -(surrogate * rollout.mask).sum(1).mean()
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = nn.utils.clip_grad_norm_(self.policy.parameters(), args.max_grad_norm)
+            self.optimizer.step()
         self.iteration += 1
-        soft_return = returns[:, 0].mean().item()
         return {
-            "soft_return": soft_return,  # estimates log Z - KL(pi || q)
+            "soft_return": returns[:, 0].mean().item(),  # estimates log Z - KL(pi || q)
             "constraint": rollout.constraint.nanmean().item(),
             "grad_norm": float(grad_norm),
             "loss": loss.item(),
@@ -179,4 +213,4 @@ class SoftPGAgent:
     @torch.no_grad()
     def action_log_probs(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         """``log pi(. | obs)`` for a batch of observations, ``(N, V)``."""
-        return torch.log_softmax(self.policy(obs), dim=-1)
+        return torch.log_softmax(self._logits(obs), dim=-1)

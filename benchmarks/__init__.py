@@ -20,6 +20,10 @@ SUITES: dict[str, tuple[str, str]] = {
         "Algorithm 1 and the paper's baselines on TabularSequence-v0, scored by exact KL(p_data || p_theta)",
         "kcrl.benchmarks.tabular_joint:run",
     ),
+    "agent-cost": (
+        "one soft-PG training iteration vs the bare forward+backward of the same policy on the same batch",
+        "kcrl.benchmarks.agent_cost:run",
+    ),
 }
 
 
