@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from kcrl.benchmarks.plots import plot_curves
 from kcrl.benchmarks.report import markdown_table, write_results
 from kcrl.constraints import TokenPotentialConstraint
 from kcrl.envs.tabular import TabularAutoregressive, TabularWorld
@@ -50,6 +51,8 @@ class TabularJointConfig:
         default_factory=lambda: PRConfig(iterations=400, samples=4096, mle_weight=0.1, constraint_steps=5, checkpoint_every=0)
     )
     variants: tuple[str, ...] = VARIANTS
+    eval_every: int = 10
+    """iterations between exact-KL evaluations (the learning curves)"""
 
 
 def build_variant(world: TabularWorld, variant: str) -> tuple[TabularAutoregressive, TokenPotentialConstraint, str]:
@@ -72,14 +75,25 @@ def run_variant(variant: str, seed: int, config: TabularJointConfig, progress: b
     data = world.sample_data(config.data_samples, torch.Generator().manual_seed(seed))
     torch.manual_seed(seed)
     generator, constraint, trainer_variant = build_variant(world, variant)
-    trainer = PRTrainer(generator, constraint, (data, None), replace(config.trainer, variant=trainer_variant, seed=seed))
     log_p_data = world.data_log_probs()
-    with torch.no_grad():
-        start = kl_divergence(log_p_data, generator.log_prob(world.sequences())).item()
+
+    def exact_kl(_trainer=None) -> dict[str, float]:
+        with torch.no_grad():
+            return {"kl_exact": kl_divergence(log_p_data, generator.log_prob(world.sequences())).item()}
+
+    cfg = replace(config.trainer, variant=trainer_variant, seed=seed, eval_every=config.eval_every)
+    trainer = PRTrainer(generator, constraint, (data, None), cfg, evaluate=exact_kl)
+    start = exact_kl()["kl_exact"]
     history = trainer.train(show_progress=progress)
-    with torch.no_grad():
-        final = kl_divergence(log_p_data, generator.log_prob(world.sequences())).item()
-    return {"kl_start": start, "kl_final": final, "log_z": history[-1].get("log_z", 0.0), "ess_fraction": history[-1].get("ess_fraction", 1.0)}
+    curve = [(0, start)] + [(h["iteration"], h["kl_exact"]) for h in history if "kl_exact" in h]
+    return {
+        "kl_start": start,
+        "kl_final": history[-1]["kl_exact"],
+        "log_z": history[-1].get("log_z", 0.0),
+        "ess_fraction": history[-1].get("ess_fraction", 1.0),
+        "kl_curve": curve,
+        "ess_curve": [(h["iteration"], h["ess_fraction"]) for h in history if "ess_fraction" in h],
+    }
 
 
 def tasks(seed: int = 0, quick: bool = False, config: TabularJointConfig | None = None) -> list[dict]:
@@ -117,8 +131,13 @@ def aggregate(task_list: list[dict], results: list[dict], seed: int, out: Path |
     if "learned" in finals:
         metrics["passed"] = max(finals["learned"]) < TARGET and start > 0.3
     if out is not None:
+        curves = {v: [tuple(zip(*r["kl_curve"])) for r in rs] for v, rs in by_variant.items()}
+        plot_curves(curves, Path(out) / "learning_curves.png", "KL(p_data ‖ p_theta), nats", "Algorithm 1 on TabularSequence-v0", logy=True)
+        ess = {v: [tuple(zip(*r["ess_curve"])) for r in rs] for v, rs in by_variant.items() if rs[0]["ess_curve"]}
+        plot_curves(ess, Path(out) / "ess.png", "ESS / K of the importance weights", "Importance-weight health")
+        images = "\n\n![learning curves](learning_curves.png)\n\n![ESS](ess.png)\n"
         command = "`kcrl bench tabular-joint --out benchmarks/results/tabular-joint`"
-        write_results(out, "tabular-joint", seed, config, metrics, table + "\n" + NOTES + "\nCommand: " + command)
+        write_results(out, "tabular-joint", seed, config, metrics, table + images + NOTES + "\nCommand: " + command)
     return {"metrics": metrics, "table": table}
 
 

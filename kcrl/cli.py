@@ -39,7 +39,8 @@ def _bench(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from kcrl.train import TrainConfig, train
 
-    metrics = train(TrainConfig.from_yaml(args.config), args.out, resume=args.resume, show_progress=not args.no_progress)
+    metrics = train(TrainConfig.from_yaml(args.config), args.out, resume=args.resume, show_progress=not args.no_progress,
+                    tensorboard=args.tensorboard)
     print(json.dumps(metrics, indent=2, sort_keys=True))
     return 0
 
@@ -63,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, help="output folder (config, checkpoint, metrics)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     train.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    train.add_argument("--tensorboard", action="store_true", help="write TensorBoard scalars to OUT/tensorboard")
     train.set_defaults(func=_train)
     return parser
 

@@ -79,7 +79,7 @@ class TrainConfig:
 
 
 def train(config: TrainConfig, out: str | Path, resume: bool = False, show_progress: bool = True,
-          stop_after: int | None = None) -> dict[str, Any]:
+          stop_after: int | None = None, tensorboard: bool = False) -> dict[str, Any]:
     """Run (or resume) one training run; returns the final metrics."""
     from kcrl.benchmarks.tabular_joint import VARIANTS, build_variant
     from kcrl.envs.tabular import TabularWorld
@@ -96,7 +96,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, show_progr
     generator, constraint, variant = build_variant(world, config.variant)
     trainer = PRTrainer(generator, constraint, (data, None), replace(config.trainer, variant=variant, seed=config.seed))
     atomic_write_text(out / "config.yaml", yaml.safe_dump(asdict(config), sort_keys=False))
-    history = trainer.train(out=out, resume=resume, show_progress=show_progress, stop_after=stop_after)
+    history = trainer.train(out=out, resume=resume, show_progress=show_progress, stop_after=stop_after, tensorboard=tensorboard)
     with torch.no_grad():
         kl = kl_divergence(world.data_log_probs(), generator.log_prob(world.sequences())).item()
     metrics = {"iteration": trainer.iteration, "kl_data_to_generator": kl, "last": history[-1] if history else {}}

@@ -41,12 +41,18 @@ import torch.nn.functional as F
 
 from kcrl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from kcrl.constraints import Constraint
-from kcrl.errors import ConfigError, NonFiniteError, check_alpha
+from kcrl.errors import ConfigError, NonFiniteError, check_alpha, require_optional
 from kcrl.losses import constraint_loss, score_function_loss, weighted_mle_loss
 from kcrl.posterior import ImportanceWeights, LowESSWarning
 from kcrl.progress import progress
 
 VARIANTS = ("learned", "mstep", "binary_d", "fixed", "base")
+# TensorBoard namespaces of the logged quantities; task metrics from ``evaluate`` go under eval/
+NAMESPACES = {
+    "ess": "weights/ess", "ess_fraction": "weights/ess_fraction", "log_z": "weights/log_z",
+    "constraint_gap": "constraint/gap", "constraint_data": "constraint/data_mean",
+    "kl_to_base": "generator/kl_to_base", "nll_data": "generator/nll_data",
+}
 
 
 class ExplicitGenerator(Protocol):
@@ -76,7 +82,15 @@ class PRConfig:
     mle_weight: float = 1.0
     """weight of the generator's own objective L(theta) (MLE on data)"""
     samples: int = 1024
-    """K, generator samples per iteration"""
+    """K, generator samples per iteration (unconditional generators)"""
+    contexts: int = 16
+    """conditional generators: contexts per iteration for the PR term (taken from the data batch)"""
+    samples_per_context: int = 8
+    """conditional generators: K samples per context; weights are normalised within each context"""
+    length_normalise: bool = False
+    """Eq. 10 with per-token log-likelihoods (counters the length bias); needs ``pad_id``"""
+    pad_id: int | None = None
+    """padding token of sequence samples (for ``length_normalise``)"""
     data_batch: int = 1024
     """data samples per iteration"""
     constraint_steps: int = 1
@@ -166,24 +180,27 @@ class PRTrainer:
         idx = torch.randint(n, (self.config.data_batch,), generator=self.rng, device=self.data_x.device)
         return self.data_x[idx], None if self.data_context is None else self.data_context[idx]
 
-    def _sample(self, context: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _sample(self, context: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None, tuple[int, int]]:
+        """Generator samples and their grouping (G groups of K, weights normalised per group)."""
+        cfg = self.config
         with torch.no_grad():
             if context is None:
-                x, _ = self.generator.sample(self.config.samples, generator=self.rng)
-                return x, None
-            x, _ = self.generator.sample(len(context), context=context, generator=self.rng)
-            return x, context
+                x, _ = self.generator.sample(cfg.samples, generator=self.rng)
+                return x, None, (1, cfg.samples)
+            context = context[: cfg.contexts].repeat_interleave(cfg.samples_per_context, dim=0)
+            x, _ = self.generator.sample(len(context), generator=self.rng, context=context)
+            return x, context, (len(context) // cfg.samples_per_context, cfg.samples_per_context)
 
-    def _constraint_step(self, x_data, c_data, x_q, c_q) -> None:
+    def _constraint_step(self, x_data, c_data, x_q, c_q, groups: tuple[int, int]) -> None:
         cfg = self.config
         for _ in range(cfg.constraint_steps):
-            f_samples = self.constraint(x_q, c_q)
+            f_samples = self.constraint(x_q, c_q).view(groups)  # (G, K)
             if cfg.variant == "learned":  # Eq. 8
                 log_w = ImportanceWeights.from_scores(f_samples.detach(), cfg.alpha).log_weights
                 loss = constraint_loss(self.constraint(x_data, c_data), f_samples, log_w, cfg.alpha)
             elif cfg.variant == "mstep":  # Eq. 5: phi follows q's own samples, no data anchor
                 log_w = ImportanceWeights.from_scores(f_samples.detach(), cfg.alpha).log_weights
-                loss = -cfg.alpha * (torch.exp(log_w) * f_samples).sum()
+                loss = -cfg.alpha * (torch.exp(log_w) * f_samples).sum() / groups[0]
             else:  # binary_d: labels_real_is_one; f is the classifier's logit
                 f_data = self.constraint(x_data, c_data)
                 loss = F.binary_cross_entropy_with_logits(f_data, torch.ones_like(f_data)) + \
@@ -204,39 +221,47 @@ class PRTrainer:
         cfg = self.config
         self._anneal()
         x_data, c_data = self._data_batch()
-        x_q, c_q = self._sample(c_data if self.data_context is not None else None)
+        x_q, c_q, groups = self._sample(c_data if self.data_context is not None else None)
         if cfg.variant in ("learned", "mstep", "binary_d"):
-            self._constraint_step(x_data, c_data, x_q, c_q)
+            self._constraint_step(x_data, c_data, x_q, c_q, groups)
 
         stats: dict[str, float] = {"iteration": self.iteration + 1}
         log_p_data = self.generator.log_prob(x_data, c_data)
         loss = -cfg.mle_weight * log_p_data.mean()  # L(theta): MLE on data
         if cfg.variant != "base":
             with torch.no_grad():
-                f_q = self.constraint.predict(x_q, c_q)
+                f_q = self.constraint.predict(x_q, c_q).view(groups)  # (G, K)
                 f_data = self.constraint.predict(x_data, c_data)
             weights = ImportanceWeights.from_scores(f_q, cfg.alpha)
-            log_p_q = self.generator.log_prob(x_q, c_q)
+            log_p_q = self.generator.log_prob(x_q, c_q).view(groups)
             if cfg.generator_update == "eq10":
-                pr_loss = weighted_mle_loss(log_p_q, weights.log_weights)  # Eq. 10
-            else:
-                pr_loss = score_function_loss(log_p_q, cfg.alpha * f_q)  # Eq. 12
+                lengths = None
+                if cfg.length_normalise:
+                    if cfg.pad_id is None:
+                        raise ConfigError("length_normalise=True needs pad_id, the padding token of the samples.")
+                    lengths = (x_q != cfg.pad_id).sum(-1).view(groups)
+                pr_loss = weighted_mle_loss(log_p_q, weights.log_weights, lengths)  # Eq. 10
+            else:  # Eq. 12, with a leave-one-out baseline within each group
+                rewards = cfg.alpha * f_q
+                k = groups[1]
+                baseline = (rewards.sum(-1, keepdim=True) - rewards) / (k - 1) if k > 1 else torch.zeros_like(rewards)
+                pr_loss = score_function_loss(log_p_q.flatten(), rewards.flatten(), baseline=baseline.flatten())
             loss = loss + cfg.lam * pr_loss
-            ess_fraction = weights.ess_fraction.item()
+            ess_fraction = weights.ess_fraction.mean().item()
             if ess_fraction < cfg.ess_warn_fraction:
                 warnings.warn(f"iteration {self.iteration + 1}: ESS/K = {ess_fraction:.3f}", LowESSWarning, stacklevel=2)
             stats.update(
-                ess=weights.ess.item(),
+                ess=weights.ess.mean().item(),
                 ess_fraction=ess_fraction,
-                log_z=weights.log_z.item(),
-                constraint_gap=(f_data.mean() - weights.expectation(f_q)).item(),
+                log_z=weights.log_z.mean().item(),
+                constraint_gap=(f_data.mean() - weights.expectation(f_q).mean()).item(),
                 constraint_data=f_data.mean().item(),
             )
         self._check(loss, "generator loss")
         self.generator_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.generator_optimizer.step()
-        with torch.no_grad():  # KL(p_theta || p_theta_0) estimated on this iteration's samples
+        with torch.no_grad():  # KL(p_theta_old || p_theta_0) on this iteration's samples (drawn before the update)
             stats["kl_to_base"] = (self.generator.log_prob(x_q, c_q) - self.initial_generator.log_prob(x_q, c_q)).mean().item()
         stats["nll_data"] = -log_p_data.mean().item()
         self.iteration += 1
@@ -253,11 +278,13 @@ class PRTrainer:
     # ------------------------------------------------------------------ loop and checkpoints
     def train(
         self, out: str | Path | None = None, resume: bool = False, show_progress: bool = True,
-        stop_after: int | None = None,
+        stop_after: int | None = None, tensorboard: bool = False,
     ) -> list[dict[str, float]]:
         """Run to ``config.iterations``; checkpoints to ``out/checkpoint.pt`` when ``out`` is given.
 
         ``stop_after`` ends the call early after that many iterations (the run can be resumed).
+        ``tensorboard`` writes namespaced scalars (weights/, constraint/, generator/, eval/) to
+        ``out/tensorboard`` (needs the ``tensorboard`` extra).
         """
         cfg = self.config
         path = Path(out) / "checkpoint.pt" if out is not None else None
@@ -267,18 +294,32 @@ class PRTrainer:
             if path.is_file():
                 self.load_state_dict(load_checkpoint(path, self.device))
         todo = range(self.iteration, cfg.iterations if stop_after is None else min(cfg.iterations, self.iteration + stop_after))
+        writer = None
+        if tensorboard:
+            if out is None:
+                raise ConfigError("tensorboard=True needs an output folder (out=...).")
+            require_optional("tensorboard", "tensorboard")
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(Path(out) / "tensorboard"), purge_step=self.iteration + 1)
         bar = progress(todo, f"Algorithm 1 ({cfg.variant})", enabled=show_progress)
         for _ in bar:
             stats = self.step()
             if self.evaluate is not None and (self.iteration % cfg.eval_every == 0 or self.iteration == cfg.iterations):
                 stats.update(self.evaluate(self))
             self.history.append(stats)
+            if writer is not None:
+                for key, value in stats.items():
+                    if key != "iteration":
+                        writer.add_scalar(NAMESPACES.get(key, f"eval/{key}"), value, self.iteration)
             if "ess_fraction" in stats:
                 bar.set_postfix(ess=f"{stats['ess_fraction']:.2f}", gap=f"{stats['constraint_gap']:.3f}", refresh=False)
             if path is not None and cfg.checkpoint_every and self.iteration % cfg.checkpoint_every == 0:
                 save_checkpoint(path, self.state_dict())
         if path is not None:
             save_checkpoint(path, self.state_dict())
+        if writer is not None:
+            writer.close()
         return self.history
 
     def state_dict(self) -> dict[str, Any]:

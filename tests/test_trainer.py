@@ -127,3 +127,15 @@ def test_config_and_checkpoint_errors(tmp_path):
     other = _tiny_trainer(iterations=20)
     with pytest.raises(CheckpointError, match="different config"):
         other.train(out=tmp_path / "run", resume=True, show_progress=False)
+
+
+def test_tensorboard_scalars_are_namespaced(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    trainer = _tiny_trainer(iterations=5)
+    trainer.train(out=tmp_path, show_progress=False, tensorboard=True)
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"weights/ess_fraction", "weights/log_z", "constraint/gap", "generator/kl_to_base", "generator/nll_data"} <= tags
+    assert [e.step for e in events.Scalars("constraint/gap")] == [1, 2, 3, 4, 5]

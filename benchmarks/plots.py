@@ -1,0 +1,57 @@
+"""Plots for reports: learning curves with 95% CI bands over seeds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from kcrl.stats import _T975
+
+
+def _band(runs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    stack = np.stack(runs)  # (seeds, points)
+    mean = stack.mean(0)
+    if len(runs) < 2:
+        return mean, np.zeros_like(mean)
+    t = _T975[len(runs) - 2] if len(runs) - 1 <= len(_T975) else 1.96
+    return mean, t * stack.std(0, ddof=1) / np.sqrt(len(runs))
+
+
+def plot_curves(
+    curves: dict[str, list[tuple[list[float], list[float]]]],
+    path: str | Path,
+    ylabel: str,
+    title: str = "",
+    xlabel: str = "iteration",
+    logy: bool = False,
+) -> Path:
+    """One line per label: the mean over seeds with a shaded 95% CI band; saves a PNG.
+
+    ``curves[label]`` is a list (one per seed) of ``(x, y)`` with the same x for every seed.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    for label, runs in curves.items():
+        x = np.asarray(runs[0][0])
+        mean, half = _band([np.asarray(y, dtype=float) for _, y in runs])
+        ax.plot(x, mean, label=f"{label} (n={len(runs)})")
+        ax.fill_between(x, mean - half, mean + half, alpha=0.2)
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
