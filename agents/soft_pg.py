@@ -132,10 +132,16 @@ class SoftPGAgent:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._autocast):
             return self.policy(obs).float()
 
-    def rollout(self) -> Rollout:
-        """Play one episode in every sub-env, keeping log pi from sampling (no re-scoring)."""
+    def rollout(self, context: torch.Tensor | None = None) -> Rollout:
+        """Play one episode in every sub-env, keeping log pi from sampling (no re-scoring).
+
+        ``context`` (``(N, C)``) replaces the contexts the env drew, e.g. to sample for given templates.
+        """
         env, t_max = self.env, self.env.task.max_length
         obs = env.reset_tensor(seed=self._reset_seed if self.iteration == 0 else None)
+        if context is not None:
+            env.context = context.to(self.device).clone()
+            obs = env.obs_tensor()
         actions, log_probs, rewards, masks, observations = [], [], [], [], []
         keep_obs = self.args.update_epochs > 1
         constraint = torch.full((env.num_envs,), float("nan"), device=self.device)

@@ -25,10 +25,13 @@ def plot_curves(
     title: str = "",
     xlabel: str = "iteration",
     logy: bool = False,
+    colors: dict[str, str] | None = None,
+    ylim: tuple[float, float] | None = None,
 ) -> Path:
     """One line per label: the mean over seeds with a shaded 95% CI band; saves a PNG.
 
     ``curves[label]`` is a list (one per seed) of ``(x, y)`` with the same x for every seed.
+    ``colors`` keeps a label's colour the same across figures; ``ylim`` clips the bands.
     """
     import matplotlib
 
@@ -39,8 +42,12 @@ def plot_curves(
     for label, runs in curves.items():
         x = np.asarray(runs[0][0])
         mean, half = _band([np.asarray(y, dtype=float) for _, y in runs])
-        ax.plot(x, mean, label=f"{label} (n={len(runs)})")
-        ax.fill_between(x, mean - half, mean + half, alpha=0.2)
+        color = (colors or {}).get(label)
+        low, high = mean - half, mean + half
+        if ylim is not None:
+            low, high = np.clip(low, *ylim), np.clip(high, *ylim)
+        ax.plot(x, mean, label=f"{label} (n={len(runs)})", color=color)
+        ax.fill_between(x, low, high, alpha=0.2, color=color)
     if logy:
         ax.set_yscale("log")
     ax.set_xlabel(xlabel)

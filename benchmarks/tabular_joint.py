@@ -132,9 +132,12 @@ def aggregate(task_list: list[dict], results: list[dict], seed: int, out: Path |
         metrics["passed"] = max(finals["learned"]) < TARGET and start > 0.3
     if out is not None:
         curves = {v: [tuple(zip(*r["kl_curve"])) for r in rs] for v, rs in by_variant.items()}
-        plot_curves(curves, Path(out) / "learning_curves.png", "KL(p_data ‖ p_theta), nats", "Algorithm 1 on TabularSequence-v0", logy=True)
+        colors = {v: f"C{i}" for i, v in enumerate(VARIANTS)}
+        plot_curves(curves, Path(out) / "learning_curves.png", "KL(p_data ‖ p_theta), nats", "Algorithm 1 on TabularSequence-v0",
+                    logy=True, colors=colors)
         ess = {v: [tuple(zip(*r["ess_curve"])) for r in rs] for v, rs in by_variant.items() if rs[0]["ess_curve"]}
-        plot_curves(ess, Path(out) / "ess.png", "ESS / K of the importance weights", "Importance-weight health")
+        plot_curves(ess, Path(out) / "ess.png", "ESS / K of the importance weights", "Importance-weight health",
+                    colors=colors, ylim=(0.0, 1.0))
         images = "\n\n![learning curves](learning_curves.png)\n\n![ESS](ess.png)\n"
         command = "`kcrl bench tabular-joint --out benchmarks/results/tabular-joint`"
         write_results(out, "tabular-joint", seed, config, metrics, table + images + NOTES + "\nCommand: " + command)

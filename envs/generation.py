@@ -107,6 +107,7 @@ class BatchedGenerationEnv(VectorEnv):
         self.done = torch.zeros(n, dtype=torch.bool, device=dev)  # episode over, not yet reset
         self._arange = torch.arange(n, device=dev)
         self._started = False
+        self.reference = None  # optional override of the task's base model in the per-step KL term
 
     # ------------------------------------------------------------------ tensor interface
     def reset_tensor(
@@ -150,7 +151,8 @@ class BatchedGenerationEnv(VectorEnv):
 
         reward_base = torch.zeros(n, device=self.device)
         if self.kl_to_base:
-            log_probs = task.base_log_probs(self.tokens, self.lengths, self.context)  # (N, V)
+            reference = self.reference or task.base_log_probs
+            log_probs = reference(self.tokens, self.lengths, self.context)  # (N, V)
             reward_base = torch.where(active, log_probs[self._arange, actions], 0.0).float()
 
         write_at = self.lengths.clamp(max=task.max_length - 1)
@@ -253,6 +255,12 @@ class BatchedGenerationEnv(VectorEnv):
         """Swap the reward's constraint (e.g. a newly learned one) without rebuilding the env."""
         self.task.set_constraint(constraint)
         constraint.to(self.device)
+
+    def set_reference(self, reference) -> None:
+        """Use ``reference(tokens, lengths, context) -> (N, V)`` log-probs instead of the task's base
+        model in the per-step ``reward_base`` term (e.g. a frozen copy of the policy: a KL trust
+        region); ``None`` restores the base model."""
+        self.reference = reference
 
     def close_extras(self, **kwargs: Any) -> None:
         pass

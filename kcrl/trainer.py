@@ -143,6 +143,9 @@ class PRTrainer:
         data: ``(x, context)`` training data (``context`` may be ``None``).
         config: :class:`PRConfig`.
         evaluate: optional ``trainer -> dict[str, float]`` of task metrics (validation data).
+        generator_step: optional ``trainer -> dict`` that replaces the Eq. 10/12 PR term by an agent's
+            updates in the env whose reward is the current constraint (e.g.
+            :class:`kcrl.agents.generator_steps.AgentStep`); L(theta) is still applied here.
     """
 
     def __init__(
@@ -152,6 +155,7 @@ class PRTrainer:
         data: tuple[torch.Tensor, torch.Tensor | None],
         config: PRConfig | None = None,
         evaluate: Callable[["PRTrainer"], dict[str, float]] | None = None,
+        generator_step: Callable[["PRTrainer"], dict[str, float]] | None = None,
     ) -> None:
         self.config = config = config or PRConfig()
         if config.variant in ("learned", "mstep", "binary_d") and not constraint.learnable:
@@ -160,6 +164,7 @@ class PRTrainer:
                 "trainable parameters; use variant='fixed' or pass a learnable constraint."
             )
         self.generator, self.constraint, self.evaluate = generator, constraint, evaluate
+        self.generator_step = generator_step
         self.data_x, self.data_context = data
         if len(self.data_x) == 0:
             raise ConfigError("PRTrainer needs training data; got an empty data set.")
@@ -228,7 +233,7 @@ class PRTrainer:
         stats: dict[str, float] = {"iteration": self.iteration + 1}
         log_p_data = self.generator.log_prob(x_data, c_data)
         loss = -cfg.mle_weight * log_p_data.mean()  # L(theta): MLE on data
-        if cfg.variant != "base":
+        if cfg.variant != "base" and self.generator_step is None:
             with torch.no_grad():
                 f_q = self.constraint.predict(x_q, c_q).view(groups)  # (G, K)
                 f_data = self.constraint.predict(x_data, c_data)
@@ -261,6 +266,8 @@ class PRTrainer:
         self.generator_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.generator_optimizer.step()
+        if self.generator_step is not None and cfg.variant != "base":
+            stats.update(self.generator_step(self))
         with torch.no_grad():  # KL(p_theta_old || p_theta_0) on this iteration's samples (drawn before the update)
             stats["kl_to_base"] = (self.generator.log_prob(x_q, c_q) - self.initial_generator.log_prob(x_q, c_q)).mean().item()
         stats["nll_data"] = -log_p_data.mean().item()
