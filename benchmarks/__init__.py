@@ -16,6 +16,7 @@ SUITES: dict[str, tuple[str, str]] = {
         "MaxEnt IRL (Eq. 8) and the soft-PG agent on TabularSequence-v0, scored by exact KLs",
         "kcrl.benchmarks.tabular_exact:run",
     ),
+    "throughput": ("env steps/s (batched vs SyncVectorEnv) and soft-PG vs SB3 PPO tokens/s", "kcrl.benchmarks.throughput:run"),
 }
 
 

@@ -177,3 +177,14 @@ def test_ppo_beats_the_random_policy(random_policy_returns):
     gap, se = m_ppo - m_rand, math.hypot(se_rand, se_ppo)
     # Measured: random about -5.7 (se 0.04), PPO about 1.5 (se 0.005). Demand a 1-nat gain and 10 se.
     assert gap > 1.0 and gap > 10 * se, (m_rand, se_rand, m_ppo, se_ppo)
+
+
+def test_docs_example_runs(capsys):
+    """The Tianshou code block of docs/adapters.md runs as written."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "adapters.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```python\n")[1:]]
+    assert len(blocks) == 1 and "run_training" in blocks[0]
+    exec(compile(blocks[0], "docs/adapters.md", "exec"), {})
+    assert "mean return over 256 episodes" in capsys.readouterr().out
