@@ -79,8 +79,8 @@ class SB3VecEnv(VecEnv):
         self._actions: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ observations
-    def _obs(self, obs: dict[str, torch.Tensor], rows: Any = slice(None)) -> dict[str, np.ndarray]:
-        out = {k: v[rows].cpu().numpy() for k, v in obs.items()}
+    def _obs(self, obs: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        out = {k: v.cpu().numpy() for k, v in obs.items()}
         if self.ids_as_box:
             out["length"] = out["length"].reshape(*out["length"].shape, 1)  # Box of shape (1,)
         return out

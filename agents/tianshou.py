@@ -94,4 +94,5 @@ def make_tianshou_vec_env(
     return venv
 
 
-__all__ = ["TianshouVectorEnv", "TokenNet", "make_tianshou_vec_env"]
+# The two classes resolve lazily through __getattr__ (they need tianshou).
+__all__ = ["TianshouVectorEnv", "TokenNet", "make_tianshou_vec_env"]  # noqa: F822

@@ -67,7 +67,9 @@ def _default_sb3_settings() -> list[SB3Setting]:
         SB3Setting(
             "SB3 PPO lean, DummyVecEnv of 64 single envs", vec_env="dummy", batch_size=2048, n_epochs=1, first_task_only=True
         ),
-        SB3Setting("SB3 PPO lean (batch = rollout 4096), SB3VecEnv, 1024 envs", n_envs=1024, n_steps=4, batch_size=4096, n_epochs=1),
+        SB3Setting(
+            "SB3 PPO lean (batch = rollout 4096), SB3VecEnv, 1024 envs", n_envs=1024, n_steps=4, batch_size=4096, n_epochs=1
+        ),
     ]
 
 
@@ -266,9 +268,8 @@ def run(
         kcrl_rate, kcrl_params = kcrl_agent_rate(config, vocab, length, seed)
         metrics[f"agent_kcrl_tokens_per_s_{tag}"] = kcrl_rate
         metrics[f"agent_kcrl_policy_params_{tag}"] = kcrl_params
-        agent_rows.append(
-            [f"V={vocab}, T={length}", f"kcrl SoftPGAgent, {config.agent_num_envs} episodes/update", _int(kcrl_rate), kcrl_params, _x(1.0)]
-        )
+        name = f"kcrl SoftPGAgent, {config.agent_num_envs} episodes/update"
+        agent_rows.append([f"V={vocab}, T={length}", name, _int(kcrl_rate), kcrl_params, _x(1.0)])
         for i, setting in enumerate(config.sb3):
             if setting.first_task_only and what != config.agent_tasks[0]:
                 continue
@@ -292,7 +293,8 @@ def run(
 
     table = "\n\n".join(
         [
-            f"OMP_NUM_THREADS={threads}, torch threads {torch.get_num_threads()}; rates are medians of {config.repeats} timed run(s).",
+            f"OMP_NUM_THREADS={threads}, torch threads {torch.get_num_threads()}; "
+            f"rates are medians of {config.repeats} timed run(s).",
             "(a) environment steps/s, uniform-random actions, "
             f"{config.env_id}\n\n" + markdown_table(["N", "env", "steps/s", "x SyncVectorEnv"], env_rows),
             "(b) agent tokens/s end to end (collect + update), same policy network\n\n"

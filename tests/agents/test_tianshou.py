@@ -63,7 +63,8 @@ def test_reset_and_step_shapes():
     assert rew.shape == term.shape == trunc.shape == info.shape == (4,)
     assert [i["env_id"] for i in info] == [0, 1, 2, 3]
     world = venv.env.task
-    expected = world.base.step_log_probs(torch.full((4, 4), 4), torch.zeros(4, dtype=torch.long))[torch.arange(4), torch.arange(4)]
+    empty = world.base.step_log_probs(torch.full((4, 4), 4), torch.zeros(4, dtype=torch.long))  # (4, V)
+    expected = empty[torch.arange(4), torch.arange(4)]  # log p_theta(a | empty prefix) for a = 0..3
     np.testing.assert_allclose(rew, expected.numpy(), rtol=1e-6)
 
 
