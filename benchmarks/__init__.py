@@ -24,6 +24,7 @@ SUITES: dict[str, tuple[str, str]] = {
         "one soft-PG training iteration vs the bare forward+backward of the same policy on the same batch",
         "kcrl.benchmarks.agent_cost:run",
     ),
+    "throughput": ("env steps/s (batched vs SyncVectorEnv) and soft-PG vs SB3 PPO tokens/s", "kcrl.benchmarks.throughput:run"),
 }
 
 

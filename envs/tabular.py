@@ -45,7 +45,7 @@ class TabularAutoregressive(nn.Module):
     def step_log_probs(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """``log p(. | tokens[:, :lengths])``, ``(N, V)``."""
         rows = prefix_index(tokens, lengths.clamp(max=self.length - 1), self.vocab_size)
-        return self.log_prob_table()[rows]
+        return torch.log_softmax(self.logits[rows], dim=-1)  # only the rows needed
 
     def log_prob(self, sequences: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """``log p(x)`` of complete sequences ``(N, T)`` -> ``(N,)``, differentiable (no context)."""
