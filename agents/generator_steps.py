@@ -1,8 +1,10 @@
 """Agents as the generator step of Algorithm 1 (:class:`kcrl.trainer.PRTrainer`).
 
-* :class:`PolicyGenerator` shows a kcrl agent's policy to the trainer as a generator p_theta
-  (``sample`` by rollouts in the batched env, ``log_prob`` by scoring every prefix).
-* :class:`AgentStep` is the generator update: a few policy-gradient updates in the env whose
+* :class:`PolicyGenerator` shows a policy (kcrl's agent via :meth:`PolicyGenerator.from_agent`, an
+  SB3 model via :meth:`PolicyGenerator.from_sb3`) to the trainer as a generator p_theta (``sample``
+  by rollouts in the batched env, ``log_prob`` by scoring every prefix).
+* :class:`AgentStep` (kcrl's agent) and :class:`SB3Step` (any SB3 on-policy algorithm) are the
+  generator update: policy-gradient updates in the env whose
   reward is the *current* constraint, ``alpha f_phi(x)``, plus the per-step KL term to a frozen
   copy of the policy taken at the start of the iteration. Its optimum is
   ``q ∝ pi_old exp(alpha f_phi)`` — the E-step posterior of Eq. 3 — so the agent step moves
@@ -13,45 +15,78 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import torch
+from gymnasium.vector import AutoresetMode
 from torch import nn
 
+from kcrl.agents.adapter_common import as_batched_env
 from kcrl.agents.soft_pg import SoftPGAgent
+from kcrl.envs.generation import BatchedGenerationEnv
+
+LogitsFn = Callable[[dict[str, torch.Tensor]], torch.Tensor]  # observation tensors -> (N, V) logits
 
 
 class PolicyGenerator(nn.Module):
-    """The policy of a :class:`SoftPGAgent` as an explicit-density generator.
+    """A token policy as an explicit-density generator for :class:`~kcrl.trainer.PRTrainer`.
 
-    ``sample`` returns token sequences padded with the env's ``pad_id`` after the episode ends;
-    ``log_prob`` sums ``log pi(x_t | x_<t, context)`` over the written tokens.
+    ``sample`` rolls the policy out in a batched env (autoreset disabled) and returns token
+    sequences padded with the env's ``pad_id`` after the episode ends; ``log_prob`` sums
+    ``log pi(x_t | x_<t, context)`` over the written tokens.
+
+    Args:
+        logits_of: ``policy -> (obs -> (N, V) logits)``, where ``obs`` holds the env's observation
+            tensors (a factory, so that a deep copy of the generator scores with its own copy).
+        env: the batched env whose observations the policy reads.
+        policy: the module holding the policy's parameters (what the trainer optimises).
     """
 
-    def __init__(self, agent: SoftPGAgent) -> None:
+    def __init__(self, logits_of: Callable[[nn.Module], LogitsFn], env: BatchedGenerationEnv, policy: nn.Module) -> None:
         super().__init__()
-        self.agent = agent
-        self.policy = agent.policy
+        self.logits_of, self.env, self.policy = logits_of, env, policy
+
+    def logits_fn(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.logits_of(self.policy)(obs)
+
+    @classmethod
+    def from_agent(cls, agent: SoftPGAgent) -> "PolicyGenerator":
+        return cls(_module_logits, agent.env, agent.policy)
+
+    @classmethod
+    def from_sb3(cls, model) -> "PolicyGenerator":
+        """An SB3 model trained on a :class:`~kcrl.agents.sb3.SB3VecEnv` (or a VecEnv wrapper of one)."""
+        venv = sb3_kcrl_env(model)
+        env = as_batched_env(venv.env, AutoresetMode.DISABLED, "PolicyGenerator")
+        return cls(sb3_logits_fn, env, model.policy)
 
     @property
     def pad_id(self) -> int:
-        return self.agent.env.task.pad_id
+        return self.env.task.pad_id
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, context: torch.Tensor | None = None):
-        env = self.agent.env
+        env, t_max = self.env, self.env.task.max_length
         xs, log_ps = [], []
         for start in range(0, n, env.num_envs):
-            chunk = None
+            obs = env.reset_tensor()
             if context is not None:
                 chunk = context[start : start + env.num_envs]
                 if len(chunk) < env.num_envs:  # pad the last chunk; extra rows are dropped below
                     chunk = torch.cat([chunk, chunk[-1:].expand(env.num_envs - len(chunk), *chunk.shape[1:])])
-            rollout = self.agent.rollout(context=chunk)
-            x = torch.where(rollout.mask.bool(), rollout.actions, torch.full_like(rollout.actions, self.pad_id))
-            if x.shape[1] < env.task.max_length:
-                x = torch.nn.functional.pad(x, (0, env.task.max_length - x.shape[1]), value=self.pad_id)
-            xs.append(x)
-            log_ps.append((rollout.log_probs.detach() * rollout.mask).sum(1))
+                env.context = chunk.to(env.device).clone()
+                obs = env.obs_tensor()
+            log_p = torch.zeros(env.num_envs, device=env.device)
+            for _ in range(t_max):
+                alive = ~env.done
+                log_pi = torch.log_softmax(self.logits_fn(obs), -1)
+                action = torch.multinomial(log_pi.exp(), 1, generator=generator).squeeze(-1)
+                log_p += torch.where(alive, log_pi.gather(-1, action[:, None]).squeeze(-1), 0.0)
+                obs = env.step_tensor(action).obs
+                if env.done.all():
+                    break
+            xs.append(torch.where(torch.arange(t_max, device=env.device) < env.lengths[:, None], env.tokens, self.pad_id))
+            log_ps.append(log_p)
         return torch.cat(xs)[:n], torch.cat(log_ps)[:n]
 
     def log_prob(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
@@ -65,14 +100,29 @@ class PolicyGenerator(nn.Module):
             obs = {"tokens": tokens, "length": torch.full((n,), t, dtype=torch.long, device=x.device)}
             if context is not None:
                 obs["context"] = context
-            log_pi = torch.log_softmax(self.agent._logits(obs), -1)  # (N, V)
+            log_pi = torch.log_softmax(self.logits_fn(obs).float(), -1)  # (N, V)
             safe = x[:, t].clamp(max=log_pi.shape[-1] - 1)
             total = total + torch.where(written[:, t], log_pi.gather(-1, safe[:, None]).squeeze(-1), 0.0)
         return total
 
 
+def frozen_reference(logits_fn_of: Callable[[nn.Module], LogitsFn], module: nn.Module,
+                     clone: Callable[[nn.Module], nn.Module] = copy.deepcopy):
+    """``(tokens, lengths, context) -> log pi_old(.|s)`` of a frozen copy of ``module`` (the KL term)."""
+    frozen = clone(module).requires_grad_(False)
+    logits_fn = logits_fn_of(frozen)
+
+    def reference(tokens, lengths, context):
+        obs = {"tokens": tokens, "length": lengths}
+        if context is not None:
+            obs["context"] = context
+        return torch.log_softmax(logits_fn(obs).float(), -1)
+
+    return reference
+
+
 class AgentStep:
-    """Generator step of Algorithm 1 by a kcrl agent: ``updates`` PG updates per iteration.
+    """Generator step of Algorithm 1 by kcrl's agent: ``updates`` PG updates per iteration.
 
     The agent's env must be built with ``kl_to_base=True`` (the per-step term becomes the KL to
     the frozen policy copy) and ``autoreset_mode="Disabled"``.
@@ -84,17 +134,71 @@ class AgentStep:
     def __call__(self, trainer) -> dict[str, float]:
         env = self.agent.env
         env.set_constraint(trainer.constraint)
-        reference = copy.deepcopy(self.agent.policy).requires_grad_(False)
-
-        def reference_log_probs(tokens, lengths, context):
-            obs = {"tokens": tokens, "length": lengths}
-            if context is not None:
-                obs["context"] = context
-            return torch.log_softmax(reference(obs), -1)
-
-        env.set_reference(reference_log_probs)
+        env.set_reference(frozen_reference(_module_logits, self.agent.policy))
         try:
             stats = [self.agent.update(self.agent.rollout()) for _ in range(self.updates)]
         finally:
             env.set_reference(None)
         return {"agent_soft_return": stats[-1]["soft_return"]}
+
+
+def sb3_kcrl_env(model):
+    """The :class:`~kcrl.agents.sb3.SB3VecEnv` under an SB3 model's (possibly wrapped) env."""
+    from kcrl.agents.sb3 import SB3VecEnv
+
+    venv = model.get_env()
+    while not isinstance(venv, SB3VecEnv) and hasattr(venv, "venv"):
+        venv = venv.venv
+    if not isinstance(venv, SB3VecEnv):
+        from kcrl.errors import ConfigError
+
+        raise ConfigError(f"the SB3 model must be trained on a kcrl SB3VecEnv; its env is {type(venv).__name__}.")
+    return venv
+
+
+def _module_logits(policy: nn.Module) -> LogitsFn:
+    return policy  # kcrl's TokenPolicy maps observation tensors to logits
+
+
+def sb3_logits_fn(policy: nn.Module) -> LogitsFn:
+    """Logits of an SB3 actor-critic policy for kcrl observation tensors (ids as SB3VecEnv shows them).
+
+    Computed from the policy's parts (features, actor latent, action head) so that no distribution
+    object holding graph tensors is left on the policy.
+    """
+
+    def logits(obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        sb3_obs = {k: v.to(policy.device) for k, v in obs.items()}
+        sb3_obs["length"] = sb3_obs["length"].reshape(-1, 1)
+        features = policy.extract_features(sb3_obs, policy.pi_features_extractor)
+        return policy.action_net(policy.mlp_extractor.forward_actor(features))
+
+    return logits
+
+
+class SB3Step:
+    """Generator step of Algorithm 1 by an SB3 on-policy model (PPO, A2C): ``timesteps`` of ``learn``
+    in the env whose reward is the current constraint plus the KL term to the frozen policy."""
+
+    def __init__(self, model, timesteps: int) -> None:
+        self.model, self.timesteps = model, timesteps
+
+    def __call__(self, trainer) -> dict[str, float]:
+        venv = sb3_kcrl_env(self.model)
+        venv.set_constraint(trainer.constraint)
+        venv.env.set_reference(frozen_reference(sb3_logits_fn, self.model.policy, clone=_clone_sb3_policy))
+        try:
+            self.model.learn(self.timesteps, reset_num_timesteps=False, progress_bar=False)
+        finally:
+            venv.env.set_reference(None)
+            # SB3 leaves the last training batch's distribution (graph tensors) on the policy;
+            # drop it so that the policy stays deep-copyable (PRTrainer copies its generator).
+            self.model.policy.action_dist.distribution = None
+        return {}
+
+
+def _clone_sb3_policy(policy: nn.Module) -> nn.Module:
+    """A copy of an SB3 policy rebuilt from its constructor arguments and state dict."""
+    clone = type(policy)(**policy._get_constructor_parameters())
+    clone.load_state_dict(policy.state_dict())
+    return clone.to(policy.device)

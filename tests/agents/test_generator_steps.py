@@ -18,7 +18,7 @@ def _agent(n=256, **args):
 
 def test_policy_generator_log_prob_matches_sampling_and_enumeration():
     agent = _agent()
-    gen = PolicyGenerator(agent)
+    gen = PolicyGenerator.from_agent(agent)
     x, log_p = gen.sample(300, context=None)
     assert x.shape == (300, 4)
     torch.testing.assert_close(gen.log_prob(x), log_p, atol=1e-5, rtol=0)
@@ -47,3 +47,40 @@ def test_agent_step_moves_policy_to_tilted_posterior():
     final = kl_divergence(policy_log_probs(agent, world), target).item()
     assert start > 0.3 and final < 0.03, (start, final)
     assert agent.env.reference is None  # the base model is restored afterwards
+
+
+def test_sb3_policy_as_generator_and_generator_step():
+    from stable_baselines3 import PPO
+
+    from kcrl.agents.generator_steps import SB3Step
+    from kcrl.agents.sb3 import TokenFeatureExtractor, make_sb3_vec_env
+    from kcrl.trainer import PRConfig, PRTrainer
+
+    venv = make_sb3_vec_env("TabularSequence-v0", num_envs=64, seed=0, world_seed=3)
+    model = PPO("MultiInputPolicy", venv, n_steps=8, batch_size=256, n_epochs=2, seed=0, ent_coef=0.01,
+                policy_kwargs=dict(features_extractor_class=TokenFeatureExtractor))
+    gen = PolicyGenerator.from_sb3(model)
+    world = gen.env.task
+    log_p_all = gen.log_prob(world.sequences())
+    assert abs(torch.logsumexp(log_p_all, 0).item()) < 1e-4
+    x, log_p = gen.sample(128, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(gen.log_prob(x), log_p, atol=1e-4, rtol=0)
+
+    data = world.sample_data(2000, torch.Generator().manual_seed(0))
+    start = kl_divergence(world.data_log_probs(), log_p_all.detach()).item()
+    trainer = PRTrainer(gen, TokenPotentialConstraint(4, 4), (data, None),
+                        PRConfig(iterations=8, samples=512, mle_weight=1.0, generator_lr=1e-2, checkpoint_every=0),
+                        generator_step=SB3Step(model, timesteps=512))
+    before = [p.detach().clone() for p in model.policy.parameters()]
+    trainer.train(show_progress=False)
+    assert model.num_timesteps >= 8 * 512
+    assert any((p - b).abs().max() > 0 for p, b in zip(model.policy.parameters(), before))
+    assert sb3_env_reference(model) is None
+    final = kl_divergence(world.data_log_probs(), gen.log_prob(world.sequences()).detach()).item()
+    assert final < start
+
+
+def sb3_env_reference(model):
+    from kcrl.agents.generator_steps import sb3_kcrl_env
+
+    return sb3_kcrl_env(model).env.reference
