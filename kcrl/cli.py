@@ -2,7 +2,9 @@
 
     kcrl bench --list
     kcrl bench SUITE [--seed N] [--out DIR] [--quick] [--backend local|ray] [--jobs N]
-    kcrl train CONFIG --out DIR [--resume]
+    kcrl train CONFIG --out DIR [--resume] [--tensorboard]
+    kcrl sample DIR [-n N] [--seed S]
+    kcrl evaluate DIR
 """
 
 from __future__ import annotations
@@ -45,6 +47,21 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sample(args: argparse.Namespace) -> int:
+    from kcrl.train import sample
+
+    for row in sample(args.run, args.n, args.seed):
+        print(json.dumps(row))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from kcrl.train import evaluate
+
+    print(json.dumps(evaluate(args.run), indent=2, sort_keys=True))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kcrl", description="Learnable knowledge constraints as RL.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -66,6 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true", help="hide progress bars")
     train.add_argument("--tensorboard", action="store_true", help="write TensorBoard scalars to OUT/tensorboard")
     train.set_defaults(func=_train)
+    sample = sub.add_parser("sample", help="print samples of a trained run's generator")
+    sample.add_argument("run", help="the --out folder of a kcrl train run")
+    sample.add_argument("-n", type=int, default=10, help="number of samples (default 10)")
+    sample.add_argument("--seed", type=int, default=0, help="sampling seed")
+    sample.set_defaults(func=_sample)
+    evaluate = sub.add_parser("evaluate", help="print the exact metrics of a trained run")
+    evaluate.add_argument("run", help="the --out folder of a kcrl train run")
+    evaluate.set_defaults(func=_evaluate)
     return parser
 
 

@@ -9,7 +9,8 @@ Example config (every key optional; unknown keys are rejected)::
     world: {vocab_size: 4, length: 4, constraint_scale: 1.0}
     trainer: {iterations: 400, samples: 4096, mle_weight: 0.1, constraint_steps: 5}
 
-The run writes ``DIR/config.yaml`` (the resolved config), ``DIR/checkpoint.pt`` (atomic, every
+``kcrl sample DIR [-n N]`` prints samples of the trained generator; ``kcrl evaluate DIR`` prints
+its exact metrics. The run writes ``DIR/config.yaml`` (the resolved config), ``DIR/checkpoint.pt`` (atomic, every
 ``trainer.checkpoint_every`` iterations) and ``DIR/metrics.json``. With ``--resume`` a killed run
 continues from its last checkpoint and ends with the same metrics as an uninterrupted run.
 """
@@ -78,22 +79,71 @@ class TrainConfig:
         return cls.from_dict(values)
 
 
-def train(config: TrainConfig, out: str | Path, resume: bool = False, show_progress: bool = True,
-          stop_after: int | None = None, tensorboard: bool = False) -> dict[str, Any]:
-    """Run (or resume) one training run; returns the final metrics."""
+def _build(config: TrainConfig):
+    """The world, data and trainer parts a config describes (deterministic in its seed)."""
     from kcrl.benchmarks.tabular_joint import VARIANTS, build_variant
     from kcrl.envs.tabular import TabularWorld
-    from kcrl.posterior import kl_divergence
 
     if config.variant not in VARIANTS:
         raise unknown_name("variant", config.variant, VARIANTS)
-    out = Path(out)
-    if (out / "checkpoint.pt").exists() and not resume:
-        raise ConfigError(f"{str(out)!r} already holds a run; pass --resume to continue it or choose another --out.")
     torch.manual_seed(config.seed)
     world = TabularWorld(world_seed=config.seed, **config.world)
     data = world.sample_data(config.data_samples, torch.Generator().manual_seed(config.seed))
     generator, constraint, variant = build_variant(world, config.variant)
+    return world, data, generator, constraint, variant
+
+
+def load_run(out: str | Path):
+    """``(config, world, generator, constraint)`` of a finished or interrupted run in ``out``."""
+    from kcrl.checkpoint import CheckpointError, load_checkpoint
+
+    out = Path(out)
+    config = TrainConfig.from_yaml(out / "config.yaml")
+    world, _, generator, constraint, _ = _build(config)
+    state = load_checkpoint(out / "checkpoint.pt")
+    try:
+        generator.load_state_dict(state["generator"])
+        constraint.load_state_dict(state["constraint"])
+    except (KeyError, RuntimeError) as exc:
+        raise CheckpointError(f"the checkpoint in {str(out)!r} does not match its config.yaml: {exc}") from exc
+    return config, world, generator, constraint
+
+
+def evaluate(out: str | Path) -> dict[str, Any]:
+    """Exact metrics of the run in ``out``: KL(p_data || p_theta) and KL(p_data || q_phi)."""
+    from kcrl.posterior import kl_divergence
+
+    config, world, generator, constraint = load_run(out)
+    with torch.no_grad():
+        log_p = generator.log_prob(world.sequences())
+        log_data = world.data_log_probs()
+        q = world.posterior(constraint, config.trainer.alpha) if config.variant != "base" else None
+        return {
+            "kl_data_to_generator": kl_divergence(log_data, log_p).item(),
+            "kl_data_to_posterior": None if q is None else kl_divergence(log_data, q.log_q).item(),
+            "iteration": int(torch.load(Path(out) / "checkpoint.pt", weights_only=True)["iteration"]),
+        }
+
+
+def sample(out: str | Path, n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """n samples of the run's generator with their log-probabilities and constraint scores."""
+    _, _, generator, constraint = load_run(out)
+    with torch.no_grad():
+        x, log_p = generator.sample(n, torch.Generator().manual_seed(seed))
+        f = constraint.predict(x)
+    return [{"tokens": xi.tolist(), "log_p": round(lp.item(), 4), "constraint": round(fi.item(), 4)}
+            for xi, lp, fi in zip(x, log_p, f)]
+
+
+def train(config: TrainConfig, out: str | Path, resume: bool = False, show_progress: bool = True,
+          stop_after: int | None = None, tensorboard: bool = False) -> dict[str, Any]:
+    """Run (or resume) one training run; returns the final metrics."""
+    from kcrl.posterior import kl_divergence
+
+    out = Path(out)
+    if (out / "checkpoint.pt").exists() and not resume:
+        raise ConfigError(f"{str(out)!r} already holds a run; pass --resume to continue it or choose another --out.")
+    world, data, generator, constraint, variant = _build(config)
     trainer = PRTrainer(generator, constraint, (data, None), replace(config.trainer, variant=variant, seed=config.seed))
     atomic_write_text(out / "config.yaml", yaml.safe_dump(asdict(config), sort_keys=False))
     history = trainer.train(out=out, resume=resume, show_progress=show_progress, stop_after=stop_after, tensorboard=tensorboard)

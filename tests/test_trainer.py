@@ -139,3 +139,18 @@ def test_tensorboard_scalars_are_namespaced(tmp_path):
     tags = set(events.Tags()["scalars"])
     assert {"weights/ess_fraction", "weights/log_z", "constraint/gap", "generator/kl_to_base", "generator/nll_data"} <= tags
     assert [e.step for e in events.Scalars("constraint/gap")] == [1, 2, 3, 4, 5]
+
+
+def test_cli_sample_and_evaluate(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"seed": 1, "data_samples": 500, "trainer": {"iterations": 10, "samples": 256}}))
+    run = tmp_path / "run"
+    cli = [sys.executable, "-m", "kcrl.cli"]
+    assert subprocess.run(cli + ["train", str(path), "--out", str(run), "--no-progress"], capture_output=True).returncode == 0
+    evaluated = json.loads(subprocess.run(cli + ["evaluate", str(run)], capture_output=True, text=True, check=True).stdout)
+    trained = json.loads((run / "metrics.json").read_text())
+    assert evaluated["kl_data_to_generator"] == pytest.approx(trained["kl_data_to_generator"], abs=1e-6)
+    assert evaluated["iteration"] == 10
+    lines = subprocess.run(cli + ["sample", str(run), "-n", "4"], capture_output=True, text=True, check=True).stdout.splitlines()
+    rows = [json.loads(line) for line in lines]
+    assert len(rows) == 4 and all(len(r["tokens"]) == 4 and r["log_p"] < 0 for r in rows)
