@@ -16,6 +16,14 @@ SUITES: dict[str, tuple[str, str]] = {
         "MaxEnt IRL (Eq. 8) and the soft-PG agent on TabularSequence-v0, scored by exact KLs",
         "kcrl.benchmarks.tabular_exact:run",
     ),
+    "ring-base": (
+        "GaussianRing-v0 implicit base generator (MMD): mode coverage, high-quality share, exact log-likelihood",
+        "kcrl.benchmarks.onestep_base:run_ring",
+    ),
+    "digits-base": (
+        "StructuredDigits-v0 base generator (Bernoulli MLE): test SSIM vs copy-source and class-mean baselines",
+        "kcrl.benchmarks.onestep_base:run_digits",
+    ),
 }
 
 
