@@ -167,15 +167,16 @@ def reparameterised_step(
     n: int,
     alpha: float = 1.0,
     weight: float = 1.0,
-    own_loss: torch.Tensor | None = None,
+    own_loss: Callable[[torch.Tensor], torch.Tensor] | None = None,
     rng: torch.Generator | None = None,
 ) -> dict[str, float]:
     """One generator update of Algorithm 1 with Eq. 12, reparameterised.
 
-    Minimises ``own_loss + weight * (-alpha E_z[f_phi(G(z))])``: the model's own objective
-    L(theta) (e.g. :func:`mmd2` to a data batch; omitted when ``None``) plus lambda times the
-    KL(p_theta || q) gradient of Eq. 12. Only the generator's parameters move (the constraint's
-    gradients are not applied).
+    Minimises ``L(theta) + weight * (-alpha E_z[f_phi(G(z))])``: the model's own objective
+    (``own_loss(x)`` on the same samples, e.g. ``lambda x: mmd2(x, data_batch, bandwidths)``;
+    omitted when ``None``) plus lambda = ``weight`` times the Eq. 12 surrogate, whose gradient
+    is that of KL(p_theta || q) up to p_theta's entropy. Only the parameters in ``optimizer``
+    move; the constraint's gradients are computed but not applied.
 
     Returns:
         ``{"loss", "constraint"}``: the total loss and the batch mean of f_phi(G(z)).
@@ -185,7 +186,7 @@ def reparameterised_step(
     f = constraint(x)  # (n,)
     loss = weight * reparameterised_loss(f, alpha)  # Eq. 12: -alpha E_z[f(G(z))]
     if own_loss is not None:
-        loss = loss + own_loss
+        loss = loss + own_loss(x)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
