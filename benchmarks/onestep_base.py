@@ -154,17 +154,17 @@ def _plot_ring(path: Path, data: torch.Tensor, samples: torch.Tensor, task: Gaus
     plt = _plt()
     if plt is None:
         return
-    fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
-    ax.scatter(*samples.cpu().numpy().T, s=2, alpha=0.5, label="generated", color="tab:orange")
-    ax.scatter(*data.cpu().numpy().T, s=1, alpha=0.5, label="data", color="tab:blue")
-    for centre in task.centres.cpu().numpy():
-        ax.add_patch(plt.Circle(centre, 3 * task.std, fill=False, color="black", lw=0.5))
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.6), dpi=100, sharex=True, sharey=True)
     lim = task.radius + 0.6
-    ax.set_xlim(-lim, lim)
-    ax.set_ylim(-lim, lim)
-    ax.set_aspect("equal")
-    ax.legend(loc="upper right", markerscale=4)
-    ax.set_title("GaussianRing-v0: 2,000 generated vs 2,000 data points\n(circles: 3 std around each mode)", fontsize=9)
+    for ax, points, name, colour in ((axes[0], data, "data", "tab:blue"), (axes[1], samples, "generated", "tab:orange")):
+        ax.scatter(*points.cpu().numpy().T, s=2, alpha=0.4, color=colour)
+        for centre in task.centres.cpu().numpy():
+            ax.add_patch(plt.Circle(centre, 3 * task.std, fill=False, color="black", lw=0.6))
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+        ax.set_aspect("equal")
+        ax.set_title(f"{len(points):,} {name} points", fontsize=9)
+    fig.suptitle("GaussianRing-v0 (circles: 3 std around each mode)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

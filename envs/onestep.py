@@ -93,14 +93,48 @@ class OneStepTask(ConstrainedTask):
 class BatchedOneStepEnv(VectorEnv):
     """N one-step generation episodes stepped together as tensor operations on ``device``.
 
-    The tensor interface (:meth:`reset_tensor`, :meth:`step_tensor`) is for kcrl's own agents;
-    ``reset``/``step`` are the numpy Gymnasium ``VectorEnv`` API on top of it.
+    ## Description
+    The generic batched one-step MDP: each sub-env observes a context, takes one whole sample
+    as its action and is paid ``alpha * f_phi(x, c)``; the constraint scores all finishing
+    sub-envs in one batch. The tensor interface (:meth:`reset_tensor`, :meth:`step_tensor`)
+    is for kcrl's own agents; ``reset``/``step`` are the numpy Gymnasium ``VectorEnv`` API on
+    top of it. Concrete tasks: ``GaussianRing-v0``, ``StructuredDigits-v0``.
 
-    Args:
-        task: the world (action and context spaces, contexts, constraint, alpha).
-        num_envs: N.
-        device: ``"cpu"`` or ``"cuda"`` (the task's tensors and modules are moved there).
-        autoreset_mode: see the module docstring.
+    ## Action Space
+    ``batch_space(task.action_space, N)``: ``Box`` or ``MultiDiscrete``, leading dimension N.
+
+    ## Observation Space
+    ``batch_space(task.context_space, N)``, or ``MultiDiscrete([1] * N)`` (all zeros) for tasks
+    without a context.
+
+    ## Rewards
+    ``alpha * f_phi(x, c)`` on the step that ends an episode, 0 on reset steps.
+    ``info``: ``constraint`` (raw f, NaN where no episode ended; mask ``_constraint``) and
+    ``reward_constraint``.
+
+    ## Starting State
+    Sub-env i draws its context from ``(seed + i, episode)`` by ``task.sample_contexts``.
+
+    ## Episode End
+    Termination after the one action; no truncation. Autoreset as in the module docstring.
+
+    ## Arguments
+    ``task`` (a :class:`OneStepTask`), ``num_envs=1``, ``device="cpu"``,
+    ``autoreset_mode="NextStep"`` (or ``"SameStep"``, ``"Disabled"``).
+
+    ## Example
+        >>> import torch
+        >>> from kcrl.envs.gaussian_ring import GaussianRingTask
+        >>> env = BatchedOneStepEnv(GaussianRingTask(alpha=0.5), num_envs=2, autoreset_mode="Disabled")
+        >>> obs = env.reset_tensor(seed=0)
+        >>> out = env.step_tensor(torch.tensor([[2.0, 0.0], [0.0, 0.0]]))
+        >>> [round(r, 3) for r in out.reward.tolist()], [round(f, 3) for f in out.info["constraint"].tolist()]
+        ([1.953, -5.0], [3.907, -10.0])
+        >>> out.terminated.tolist(), out.truncated.tolist()
+        ([True, True], [False, False])
+
+    ## Version History
+    * v0: initial version.
     """
 
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
@@ -258,8 +292,43 @@ class BatchedOneStepEnv(VectorEnv):
 class OneStepEnv(gym.Env):
     """The single-environment view of :class:`BatchedOneStepEnv` (a batch of one, on CPU).
 
-    ``step`` takes one sample (shape ``action_space.shape``); the episode then terminates.
-    Stepping a finished episode raises ``gymnasium.error.ResetNeeded``; call ``reset``.
+    ## Description
+    The generic one-step MDP for one episode at a time; concrete environments
+    (:class:`~kcrl.envs.gaussian_ring.GaussianRingEnv`,
+    :class:`~kcrl.envs.digits.StructuredDigitsEnv`) subclass it only to document themselves.
+
+    ## Action Space
+    ``task.action_space``: one whole sample (``Box`` or ``MultiDiscrete``).
+
+    ## Observation Space
+    ``task.context_space``, or ``Discrete(1)`` (always 0) for tasks without a context.
+
+    ## Rewards
+    ``alpha * f_phi(x, c)``; ``info`` has ``constraint`` (raw f) and ``reward_constraint``.
+
+    ## Starting State
+    A context drawn from ``(seed, episode)``; the same as sub-env 0 of a batched env with
+    that seed.
+
+    ## Episode End
+    Termination after the one action; no truncation. Stepping a finished episode raises
+    ``gymnasium.error.ResetNeeded``; call ``reset``.
+
+    ## Arguments
+    ``task`` (a :class:`OneStepTask`), ``render_mode=None`` (no render modes).
+
+    ## Example
+        >>> import numpy as np
+        >>> from kcrl.envs.gaussian_ring import GaussianRingTask
+        >>> env = OneStepEnv(GaussianRingTask())
+        >>> env.reset(seed=0)
+        (0, {})
+        >>> obs, reward, terminated, truncated, info = env.step(np.array([0.0, 2.0], dtype=np.float32))
+        >>> round(reward, 3), terminated, truncated  # log(1 / (8 * 2 pi 0.02^2)) at a mode
+        (3.907, True, False)
+
+    ## Version History
+    * v0: initial version.
     """
 
     metadata = {"render_modes": []}
