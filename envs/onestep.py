@@ -311,8 +311,9 @@ class OneStepEnv(gym.Env):
     that seed.
 
     ## Episode End
-    Termination after the one action; no truncation. Stepping a finished episode raises
-    ``gymnasium.error.ResetNeeded``; call ``reset``.
+    Termination after the one action; no truncation. Stepping a finished episode (undefined
+    behaviour in Gymnasium) warns and returns the terminal observation, reward 0 and
+    ``terminated=True`` again, as Gymnasium's classic-control environments do; call ``reset``.
 
     ## Arguments
     ``task`` (a :class:`OneStepTask`), ``render_mode=None`` (no render modes).
@@ -348,8 +349,6 @@ class OneStepEnv(gym.Env):
         return self._unbatch(obs), {}
 
     def step(self, action):
-        if self._batched.done[0]:
-            raise gym.error.ResetNeeded("the episode is over (one action per episode); call reset() before step().")
         if isinstance(action, torch.Tensor):
             action = action.detach().cpu().numpy()
         array = np.asarray(action)
@@ -359,6 +358,15 @@ class OneStepEnv(gym.Env):
                 f"expected one sample of shape {expected} (the action space {self.action_space}); "
                 f"got shape {array.shape}."
             )
+        if self._batched.done[0]:
+            # As Gymnasium's classic environments do: warn, and stay in the terminal state with reward 0.
+            gym.logger.warn(
+                "step() called on a finished episode: a one-step episode ends after its one action. "
+                "Call reset() after terminated=True; this step is ignored and pays 0."
+            )
+            self._batched.check_actions(array[None])
+            info = {"constraint": float("nan"), "reward_constraint": 0.0}
+            return self._unbatch(self._batched.obs_tensor()), 0.0, True, False, info
         out = self._batched.step_tensor(array[None])
         info = {
             "constraint": float(out.info["constraint"][0]),

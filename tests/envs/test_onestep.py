@@ -76,8 +76,13 @@ def test_reward_is_alpha_times_constraint_and_episode_terminates():
     assert info["reward_constraint"] == pytest.approx(reward)
     assert (terminated, truncated) == (True, False)
     np.testing.assert_array_equal(obs2, obs)  # the terminal observation is the context
-    with pytest.raises(gym.error.ResetNeeded, match="one action per episode"):
-        env.step(action)
+    with pytest.warns(UserWarning, match="finished episode"):
+        obs3, reward, terminated, truncated, info = env.step(action)
+    np.testing.assert_array_equal(obs3, obs)
+    assert (reward, terminated, truncated, info["reward_constraint"]) == (0.0, True, False, 0.0)
+    assert np.isnan(info["constraint"])
+    with pytest.raises(InvalidActionError, match="bounds"):  # still validated
+        env.step(np.full(3, 5.0, np.float32))
 
 
 def test_multidiscrete_task_rewards_count_matches():
@@ -257,7 +262,9 @@ def test_invalid_multidiscrete_actions(actions, message):
 def test_single_env_errors():
     env = OneStepEnv(PointTask())
     with pytest.raises(gym.error.ResetNeeded, match="reset"):
-        env._batched.step_tensor(torch.zeros(1, 3))
+        env.step(np.zeros(3, np.float32))
+    with pytest.raises(gym.error.ResetNeeded, match="reset"):
+        BatchedOneStepEnv(PointTask(), num_envs=2).step_tensor(torch.zeros(2, 3))
     env.reset(seed=0)
     with pytest.raises(InvalidActionError, match=r"one sample of shape \(3,\).*got shape \(1, 3\)"):
         env.step(np.zeros((1, 3), np.float32))
