@@ -25,6 +25,14 @@ SUITES: dict[str, tuple[str, str]] = {
         "kcrl.benchmarks.agent_cost:run",
     ),
     "throughput": ("env steps/s (batched vs SyncVectorEnv) and soft-PG vs SB3 PPO tokens/s", "kcrl.benchmarks.throughput:run"),
+    "ring-base": (
+        "GaussianRing-v0 implicit base generator (MMD): mode coverage, high-quality share, exact log-likelihood",
+        "kcrl.benchmarks.onestep_base:run_ring",
+    ),
+    "digits-base": (
+        "StructuredDigits-v0 base generator (Bernoulli MLE): test SSIM vs copy-source and class-mean baselines",
+        "kcrl.benchmarks.onestep_base:run_digits",
+    ),
 }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import gymnasium as gym
 
 from kcrl.envs.generation import BatchedGenerationEnv, GenerationEnv, TensorStep
+from kcrl.envs.onestep import BatchedOneStepEnv, OneStepEnv, OneStepTask
 from kcrl.envs.task import SequenceTask
 
 ENV_IDS: list[str] = []
@@ -33,6 +34,26 @@ def register_envs() -> None:
         entry_point="kcrl.envs.tabular:make_tabular_env",
         vector_entry_point="kcrl.envs.tabular:make_tabular_vec_env",
     )
+    _register(
+        "GaussianRing-v0",
+        entry_point="kcrl.envs.gaussian_ring:make_gaussian_ring_env",
+        vector_entry_point="kcrl.envs.gaussian_ring:make_gaussian_ring_vec_env",
+    )
+    _register(
+        "StructuredDigits-v0",
+        entry_point="kcrl.envs.digits:make_digits_env",
+        vector_entry_point="kcrl.envs.digits:make_digits_vec_env",
+    )
 
 
-__all__ = ["BatchedGenerationEnv", "ENV_IDS", "GenerationEnv", "SequenceTask", "TensorStep", "register_envs"]
+__all__ = [
+    "BatchedGenerationEnv",
+    "BatchedOneStepEnv",
+    "ENV_IDS",
+    "GenerationEnv",
+    "OneStepEnv",
+    "OneStepTask",
+    "SequenceTask",
+    "TensorStep",
+    "register_envs",
+]

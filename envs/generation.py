@@ -32,14 +32,15 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from kcrl.errors import ConfigError, InvalidActionError
+from kcrl.envs.actions import integer_actions
 from kcrl.envs.task import SequenceTask
 
 
 @dataclass
 class TensorStep:
-    """One batched step, as tensors on the env's device."""
+    """One batched step, as tensors on the env's device (also used by :mod:`kcrl.envs.onestep`)."""
 
-    obs: dict[str, torch.Tensor]
+    obs: dict[str, torch.Tensor] | torch.Tensor  # a dict for token MDPs; the context for one-step tasks
     reward: torch.Tensor  # (N,) float32
     terminated: torch.Tensor  # (N,) bool
     truncated: torch.Tensor  # (N,) bool
@@ -203,34 +204,7 @@ class BatchedGenerationEnv(VectorEnv):
         return TensorStep(obs, reward, terminated, truncated, info)
 
     def _check_actions(self, actions: Any) -> torch.Tensor:
-        if not isinstance(actions, torch.Tensor):
-            array = np.asarray(actions)
-            if array.dtype.kind == "f":
-                if not np.isfinite(array).all():
-                    raise InvalidActionError(f"actions contain NaN or inf: {array!r}; expected token ids.")
-                if not np.all(array == np.round(array)):
-                    raise InvalidActionError(
-                        f"actions must be integer token ids; got non-integral floats {array!r}."
-                    )
-            elif array.dtype.kind not in "iub":
-                raise InvalidActionError(f"actions must be integers; got dtype {array.dtype}.")
-            actions = torch.as_tensor(array.astype(np.int64), device=self.device)
-        elif actions.is_floating_point():
-            if not torch.isfinite(actions).all():
-                raise InvalidActionError("actions contain NaN or inf; expected token ids.")
-            actions = actions.long()
-        if actions.shape != (self.num_envs,):
-            raise InvalidActionError(
-                f"expected {self.num_envs} actions of shape ({self.num_envs},); got shape {tuple(actions.shape)}."
-            )
-        actions = actions.to(self.device, torch.long)
-        bad = (actions < 0) | (actions >= self.task.vocab_size)
-        if bad.any():
-            raise InvalidActionError(
-                f"actions must be token ids in [0, {self.task.vocab_size}); got "
-                f"{actions[bad][:5].tolist()} at positions {bad.nonzero().squeeze(-1)[:5].tolist()}."
-            )
-        return actions
+        return integer_actions(actions, (self.num_envs,), self.task.vocab_size, self.device)
 
     # ------------------------------------------------------------------ Gymnasium interface
     def reset(self, *, seed: int | None = None, options: dict | None = None):

@@ -16,7 +16,33 @@ from kcrl.constraints import Constraint
 from kcrl.errors import ConfigError, check_alpha
 
 
-class SequenceTask(ABC):
+class ConstrainedTask:
+    """What every task has: a swappable constraint f_phi and its weight alpha.
+
+    Shared by :class:`SequenceTask` (token-by-token MDPs) and
+    :class:`kcrl.envs.onestep.OneStepTask` (one action is the whole sample).
+    """
+
+    def __init__(self, constraint: Constraint, alpha: float = 1.0) -> None:
+        self.alpha = check_alpha(alpha)
+        self.set_constraint(constraint)
+
+    def set_constraint(self, constraint: Constraint) -> None:
+        """Swap the constraint used as reward (fixed, learned, or being learned)."""
+        if not isinstance(constraint, Constraint):
+            raise ConfigError(
+                f"constraint must be a kcrl.constraints.Constraint; got {type(constraint).__name__}. "
+                "Wrap a function with RuleConstraint(fn) or a network with NeuralConstraint(net)."
+            )
+        self.constraint = constraint
+
+    def to(self, device: torch.device | str) -> "ConstrainedTask":
+        """Move the task's tensors (base model, constraint) to ``device``; returns self."""
+        self.constraint.to(device)
+        return self
+
+
+class SequenceTask(ConstrainedTask, ABC):
     """Abstract world of a token-by-token generation MDP.
 
     Attributes:
@@ -37,19 +63,6 @@ class SequenceTask(ABC):
     obs_vocab: int
     context_nvec: np.ndarray | None = None
 
-    def __init__(self, constraint: Constraint, alpha: float = 1.0) -> None:
-        self.alpha = check_alpha(alpha)
-        self.set_constraint(constraint)
-
-    def set_constraint(self, constraint: Constraint) -> None:
-        """Swap the constraint used as reward (fixed, learned, or being learned)."""
-        if not isinstance(constraint, Constraint):
-            raise ConfigError(
-                f"constraint must be a kcrl.constraints.Constraint; got {type(constraint).__name__}. "
-                "Wrap a function with RuleConstraint(fn) or a network with NeuralConstraint(net)."
-            )
-        self.constraint = constraint
-
     def sample_contexts(self, seeds: torch.Tensor, episodes: torch.Tensor) -> torch.Tensor | None:
         """Contexts for each (seed, episode) pair, ``(N, C)`` long, or ``None`` without context.
 
@@ -62,8 +75,3 @@ class SequenceTask(ABC):
         self, tokens: torch.Tensor, lengths: torch.Tensor, context: torch.Tensor | None
     ) -> torch.Tensor:
         """``log p_theta(. | prefix, context)`` for each prefix, ``(N, V)``."""
-
-    def to(self, device: torch.device | str) -> "SequenceTask":
-        """Move the task's tensors (base model, constraint) to ``device``; returns self."""
-        self.constraint.to(device)
-        return self
