@@ -44,7 +44,7 @@ def test_invalid_actions():
     env = gym.make_vec("TabularSequence-v0", num_envs=2, vectorization_mode="vector_entry_point")
     env.reset(seed=0)
     assert message(InvalidActionError, env.step, np.array([0, 9])) == "actions must be token ids in [0, 4); got [9] at positions [1]."
-    assert message(InvalidActionError, env.step, np.array([0])) == "expected 2 actions of shape (2,); got shape (1,)."
+    assert message(InvalidActionError, env.step, np.array([0])) == "expected actions of shape (2,) (leading dimension: one per sub-env); got shape (1,)."
     assert message(InvalidActionError, env.step, np.array([0.0, np.nan])) == "actions contain NaN or inf: array([ 0., nan]); expected token ids."
     assert message(InvalidActionError, env.step, np.array([0.5, 1.0])) == "actions must be integer token ids; got non-integral floats array([0.5, 1. ])."
     assert message(InvalidActionError, env.step, np.array(["a", "b"])) == "actions must be integers; got dtype <U1."
