@@ -58,7 +58,41 @@ def observation_space(task: SequenceTask) -> spaces.Dict:
     return spaces.Dict(obs)
 
 
-class BatchedGenerationEnv(VectorEnv):
+class TensorVectorEnv(VectorEnv):
+    """Gymnasium's numpy ``VectorEnv`` API on top of a tensor core.
+
+    Subclasses implement ``reset_tensor(seed, mask)`` and ``step_tensor(actions) -> TensorStep``
+    and hold ``task`` (with ``set_constraint``) and ``device``; numpy appears only here, at the edge.
+    """
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        mask = None
+        if options and "reset_mask" in options:
+            mask = torch.as_tensor(np.asarray(options["reset_mask"]), dtype=torch.bool, device=self.device)
+        obs = self.reset_tensor(seed=seed, mask=mask)
+        return _to_numpy(obs), {}
+
+    def step(self, actions):
+        out = self.step_tensor(actions)
+        info = {k: _to_numpy(v) for k, v in out.info.items()}
+        return (
+            _to_numpy(out.obs),
+            out.reward.cpu().numpy().astype(np.float32),
+            out.terminated.cpu().numpy(),
+            out.truncated.cpu().numpy(),
+            info,
+        )
+
+    def set_constraint(self, constraint) -> None:
+        """Swap the reward's constraint (e.g. a newly learned one) without rebuilding the env."""
+        self.task.set_constraint(constraint)
+        constraint.to(self.device)
+
+    def close_extras(self, **kwargs: Any) -> None:
+        pass
+
+
+class BatchedGenerationEnv(TensorVectorEnv):
     """N generation episodes stepped together as tensor operations on ``device``.
 
     Args:
@@ -206,38 +240,12 @@ class BatchedGenerationEnv(VectorEnv):
     def _check_actions(self, actions: Any) -> torch.Tensor:
         return integer_actions(actions, (self.num_envs,), self.task.vocab_size, self.device)
 
-    # ------------------------------------------------------------------ Gymnasium interface
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
-        mask = None
-        if options and "reset_mask" in options:
-            mask = torch.as_tensor(np.asarray(options["reset_mask"]), dtype=torch.bool, device=self.device)
-        obs = self.reset_tensor(seed=seed, mask=mask)
-        return _to_numpy(obs), {}
-
-    def step(self, actions):
-        out = self.step_tensor(actions)
-        info = {k: _to_numpy(v) for k, v in out.info.items()}
-        return (
-            _to_numpy(out.obs),
-            out.reward.cpu().numpy().astype(np.float32),
-            out.terminated.cpu().numpy(),
-            out.truncated.cpu().numpy(),
-            info,
-        )
-
-    def set_constraint(self, constraint) -> None:
-        """Swap the reward's constraint (e.g. a newly learned one) without rebuilding the env."""
-        self.task.set_constraint(constraint)
-        constraint.to(self.device)
-
     def set_reference(self, reference) -> None:
         """Use ``reference(tokens, lengths, context) -> (N, V)`` log-probs instead of the task's base
         model in the per-step ``reward_base`` term (e.g. a frozen copy of the policy: a KL trust
         region); ``None`` restores the base model."""
         self.reference = reference
 
-    def close_extras(self, **kwargs: Any) -> None:
-        pass
 
 
 def _to_numpy(value):

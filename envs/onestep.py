@@ -34,12 +34,12 @@ import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium import spaces
-from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
 from kcrl.constraints import Constraint
 from kcrl.envs.actions import box_actions, integer_actions
-from kcrl.envs.generation import TensorStep, _to_numpy
+from kcrl.envs.generation import TensorStep, TensorVectorEnv
 from kcrl.envs.task import ConstrainedTask
 from kcrl.errors import ConfigError, InvalidActionError, NonFiniteError
 
@@ -90,7 +90,7 @@ class OneStepTask(ConstrainedTask):
         return None
 
 
-class BatchedOneStepEnv(VectorEnv):
+class BatchedOneStepEnv(TensorVectorEnv):
     """N one-step generation episodes stepped together as tensor operations on ``device``.
 
     ## Description
@@ -260,33 +260,6 @@ class BatchedOneStepEnv(VectorEnv):
         if isinstance(self.task.action_space, spaces.Box):
             return box_actions(actions, self._action_shape, self._low, self._high, self.device)
         return integer_actions(actions, self._action_shape, self._nvec, self.device, what="action ids")
-
-    # ------------------------------------------------------------------ Gymnasium interface
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
-        mask = None
-        if options and "reset_mask" in options:
-            mask = torch.as_tensor(np.asarray(options["reset_mask"]), dtype=torch.bool, device=self.device)
-        obs = self.reset_tensor(seed=seed, mask=mask)
-        return _to_numpy(obs), {}
-
-    def step(self, actions):
-        out = self.step_tensor(actions)
-        info = {k: _to_numpy(v) for k, v in out.info.items()}
-        return (
-            _to_numpy(out.obs),
-            out.reward.cpu().numpy().astype(np.float32),
-            out.terminated.cpu().numpy(),
-            out.truncated.cpu().numpy(),
-            info,
-        )
-
-    def set_constraint(self, constraint: Constraint) -> None:
-        """Swap the reward's constraint (e.g. a newly learned one) without rebuilding the env."""
-        self.task.set_constraint(constraint)
-        constraint.to(self.device)
-
-    def close_extras(self, **kwargs: Any) -> None:
-        pass
 
 
 class OneStepEnv(gym.Env):

@@ -29,7 +29,6 @@ Checkpoints (generator, constraint, optimisers, RNG states, iteration, history) 
 from __future__ import annotations
 
 import copy
-import math
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
