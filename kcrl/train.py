@@ -17,6 +17,7 @@ continues from its last checkpoint and ends with the same metrics as an uninterr
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -79,8 +80,12 @@ class TrainConfig:
 
 
 def train(config: TrainConfig, out: str | Path, resume: bool = False, show_progress: bool = True,
-          stop_after: int | None = None) -> dict[str, Any]:
-    """Run (or resume) one training run; returns the final metrics."""
+          stop_after: int | None = None, trainer_factory: Callable[..., PRTrainer] = PRTrainer) -> dict[str, Any]:
+    """Run (or resume) one training run; returns the final metrics.
+
+    ``trainer_factory(generator, constraint, data, config)`` builds the trainer (e.g. one rank of
+    :class:`kcrl.distributed.DistributedPRTrainer`); only its main process writes files.
+    """
     from kcrl.benchmarks.tabular_joint import VARIANTS, build_variant
     from kcrl.envs.tabular import TabularWorld
     from kcrl.posterior import kl_divergence
@@ -94,11 +99,13 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, show_progr
     world = TabularWorld(world_seed=config.seed, **config.world)
     data = world.sample_data(config.data_samples, torch.Generator().manual_seed(config.seed))
     generator, constraint, variant = build_variant(world, config.variant)
-    trainer = PRTrainer(generator, constraint, (data, None), replace(config.trainer, variant=variant, seed=config.seed))
-    atomic_write_text(out / "config.yaml", yaml.safe_dump(asdict(config), sort_keys=False))
+    trainer = trainer_factory(generator, constraint, (data, None), replace(config.trainer, variant=variant, seed=config.seed))
+    if trainer.is_main_process:
+        atomic_write_text(out / "config.yaml", yaml.safe_dump(asdict(config), sort_keys=False))
     history = trainer.train(out=out, resume=resume, show_progress=show_progress, stop_after=stop_after)
     with torch.no_grad():
-        kl = kl_divergence(world.data_log_probs(), generator.log_prob(world.sequences())).item()
+        kl = kl_divergence(world.data_log_probs(), generator.log_prob(world.sequences().to(trainer.device)).cpu()).item()
     metrics = {"iteration": trainer.iteration, "kl_data_to_generator": kl, "last": history[-1] if history else {}}
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    if trainer.is_main_process:
+        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     return metrics
