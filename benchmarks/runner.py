@@ -25,6 +25,7 @@ from __future__ import annotations
 import importlib
 import multiprocessing
 import os
+import pickle
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -65,6 +66,13 @@ def _check_jobs(jobs: int) -> int:
 
 
 def _map_local_pool(run_task, task_list: list, jobs: int, show_progress: bool) -> list:
+    try:  # worker processes receive the function and the tasks by pickle
+        pickle.dumps(run_task)
+    except (pickle.PicklingError, AttributeError, TypeError) as exc:
+        raise ConfigError(
+            f"run_task must be a module-level function that worker processes can import; got {run_task!r} "
+            f"({exc}). Define it at the top level of a module, or use jobs=1."
+        ) from exc
     results: list = [None] * len(task_list)
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=min(jobs, max(len(task_list), 1)), mp_context=context,

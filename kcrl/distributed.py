@@ -98,12 +98,13 @@ class _GatherRows(torch.autograd.Function):
     """All-gather along dim 0 (rank order); backward: this rank's rows of the gradient, times W."""
 
     @staticmethod
-    def forward(ctx, local: torch.Tensor, group) -> torch.Tensor:
+    def forward(ctx, local: torch.Tensor, group, sizes: list[int] | None) -> torch.Tensor:
         world_size, rank = dist.get_world_size(group), dist.get_rank(group)
-        n = torch.tensor([local.shape[0]], device=local.device)
-        sizes = [torch.zeros_like(n) for _ in range(world_size)]
-        dist.all_gather(sizes, n, group=group)
-        sizes = [int(s) for s in sizes]
+        if sizes is None:  # one more collective (and a host sync on GPUs)
+            n = torch.tensor([local.shape[0]], device=local.device)
+            gathered = [torch.zeros_like(n) for _ in range(world_size)]
+            dist.all_gather(gathered, n, group=group)
+            sizes = [int(s) for s in gathered]
         padded = local.new_zeros((max(sizes), *local.shape[1:]))  # all_gather needs equal shapes
         padded[: local.shape[0]] = local
         parts = [torch.empty_like(padded) for _ in range(world_size)]
@@ -115,12 +116,15 @@ class _GatherRows(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         # The global loss depends on this rank's parameters through its rows only; times W because
         # DDP divides the sum of the ranks' gradients by W.
-        return grad[ctx.start : ctx.start + ctx.size] * ctx.world_size, None
+        return grad[ctx.start : ctx.start + ctx.size] * ctx.world_size, None, None
 
 
-def gather_rows(local: torch.Tensor, group=None) -> torch.Tensor:
-    """Concatenate every rank's ``(n_r, ...)`` rows in rank order -> ``(sum_r n_r, ...)``, differentiably."""
-    return _GatherRows.apply(local, group)
+def gather_rows(local: torch.Tensor, group=None, sizes: list[int] | None = None) -> torch.Tensor:
+    """Concatenate every rank's ``(n_r, ...)`` rows in rank order -> ``(sum_r n_r, ...)``, differentiably.
+
+    ``sizes`` (every rank's ``n_r``, the same list on all ranks) saves a collective when known.
+    """
+    return _GatherRows.apply(local, group, sizes)
 
 
 class _Method(nn.Module):
@@ -173,6 +177,8 @@ class DistributedPRTrainer(PRTrainer):
         self.rank, self.world_size = dist.get_rank(group), dist.get_world_size(group)
         self.is_main_process = self.rank == 0
         device = torch.device(device) if device is not None else default_device(group)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
         generator.to(device)
         constraint.to(device)
         x, context = data
@@ -194,10 +200,13 @@ class DistributedPRTrainer(PRTrainer):
         if sampling == "sharded":
             self.rng.manual_seed(rank_seed(self.config.seed, self.rank))
         self._global_context: torch.Tensor | None = None
+        self._partitions: list[list[int]] = []  # shard sizes of this iteration's data and sample batches
 
     # ------------------------------------------------------------------ the global batch, sharded
     def _data_batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         n, batch = len(self.data_x), self.config.data_batch
+        samples = min(n, batch) if self.data_context is not None else self.config.samples  # one per context row
+        self._partitions = [shard_sizes(min(n, batch), self.world_size), shard_sizes(samples, self.world_size)]
         if self.sampling == "replicated" or batch >= n:
             x, context = super()._data_batch()  # the whole global batch, then this rank's rows
             self._global_context = context
@@ -217,7 +226,24 @@ class DistributedPRTrainer(PRTrainer):
 
     # ------------------------------------------------------------------ hooks of PRTrainer
     def _global_rows(self, values: torch.Tensor) -> torch.Tensor:
-        return gather_rows(values, self.group)
+        """``values``: per-row values of this iteration's data shard or sample shard (on every rank)."""
+        return gather_rows(values, self.group, self._known_sizes(values.shape[0]))
+
+    def _known_sizes(self, n_local: int) -> list[int] | None:
+        """Every rank's row count for a tensor with ``n_local`` rows here, if the batch plan tells.
+
+        Rows are data rows or sample rows. Unless the two partitions coincide, this rank tells them
+        apart by its row count only if every rank can (the same answer on all ranks); else ``None``,
+        and the gather asks the other ranks.
+        """
+        distinct = [p for i, p in enumerate(self._partitions) if p not in self._partitions[:i]]
+        if len(distinct) == 1:
+            return distinct[0]
+        if len(distinct) == 2 and all(a != b for a, b in zip(*distinct)):
+            for partition in distinct:
+                if partition[self.rank] == n_local:
+                    return partition
+        return None
 
     def _generator_log_prob(self, x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
         return self._ddp_generator(x, context)

@@ -268,8 +268,12 @@ class PRTrainer:
         save_checkpoint(path, self.state_dict())
 
     def _restore(self, path: Path) -> dict[str, Any] | None:
-        """The checkpoint at ``path``, or ``None`` when there is none yet."""
-        return load_checkpoint(path, self.device) if path.is_file() else None
+        """The checkpoint at ``path``, or ``None`` when there is none yet.
+
+        Read onto the CPU: RNG states must stay CPU tensors, and ``load_state_dict`` copies the
+        parameters and optimiser states onto the models' device.
+        """
+        return load_checkpoint(path, "cpu") if path.is_file() else None
 
     @staticmethod
     def _check(value: torch.Tensor, what: str) -> None:

@@ -37,6 +37,9 @@ CASES = {
     "learned-eq10-sharded-uneven": ("sharded", dict(variant="learned", samples=255, data_batch=127)),
     "learned-eq12-sharded-uneven": ("sharded", dict(variant="learned", generator_update="eq12", samples=255, data_batch=127)),
     "mstep-eq10-sharded": ("sharded", dict(variant="mstep")),
+    # shards of 64 + 64 samples and 64 + 63 data rows: rank 0 cannot tell them apart by size, so
+    # the gather asks every rank for its row count
+    "learned-eq10-sharded-sizes-exchanged": ("sharded", dict(variant="learned", samples=128, data_batch=127)),
     "fixed-whole-data-sharded": ("sharded", dict(variant="fixed", data_batch=1000)),  # data_batch > data: all rows
 }
 

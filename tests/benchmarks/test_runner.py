@@ -69,6 +69,11 @@ def test_jobs_must_be_a_positive_integer(jobs):
         map_tasks(tabular_joint.run_task, [], backend="local", jobs=jobs)
 
 
+def test_local_pool_needs_an_importable_function():
+    with pytest.raises(ConfigError, match="run_task must be a module-level function that worker processes can import"):
+        map_tasks(lambda task: task, [1, 2], backend="local", jobs=2)
+
+
 def test_ray_address_needs_the_ray_backend():
     with pytest.raises(ConfigError, match="ray_address is only used with backend 'ray'"):
         map_tasks(tabular_joint.run_task, [], backend="local", ray_address="auto")
