@@ -3,18 +3,36 @@
 A suite module either exposes ``run(seed, out, quick, progress)`` only (it runs as one unit), or
 also ``tasks(seed, quick) -> list`` of independent runs, ``run_task(task) -> dict`` and
 ``aggregate(tasks, results, seed, out) -> {"metrics", "table"}``. Then the runs are spread over the
-backend, and the table is the same whatever the backend, because each run is seeded on its own.
+backend, and the table is the same whatever the backend, because each run is seeded on its own
+and every worker computes with one thread.
+
+Backends:
+
+- ``local`` with ``jobs=1``: in this process, one run after the other.
+- ``local`` with ``jobs=N``: N fresh worker processes (``spawn``, so nothing of this process's
+  torch or CUDA state is inherited).
+- ``ray``: one Ray task (1 CPU) per run. Without ``ray_address`` a local Ray instance with ``jobs``
+  CPUs is started and shut down again at the end; with ``ray_address`` (``"auto"``,
+  ``"ray://host:10001"`` or ``"host:6379"``; or the ``RAY_ADDRESS`` variable, which ``ray job submit``
+  sets) an existing cluster is used and left running. Every
+  node must have the same kcrl installed (``pip install -e .`` or the same wheel): the workers
+  import the suite module by name. If Ray is already initialised in this process, that instance
+  is used and left running.
 """
 
 from __future__ import annotations
 
 import importlib
+import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
+import pickle
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
+from typing import Any
 
 from kcrl.benchmarks import SUITES, get_suite
-from kcrl.errors import ConfigError, require_optional
+from kcrl.errors import ConfigError, MissingDependencyError, require_optional, unknown_name
 from kcrl.progress import progress as progress_bar
 
 BACKENDS = ("local", "ray")
@@ -27,31 +45,126 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def map_tasks(run_task, task_list: list, backend: str = "local", jobs: int = 1, ray_address: str | None = None,
-              show_progress: bool = True) -> list:
-    """``[run_task(t) for t in task_list]`` on the chosen backend, results in task order."""
+def _run_in_worker(run_task: Callable[[Any], Any], task: Any) -> Any:
+    """One run in a worker process (local pool or Ray): one thread, like the in-process runs."""
+    _init_worker()
+    return run_task(task)
+
+
+def _probe_worker(module: str) -> str:
+    """Imports the suite's module in a Ray worker; returns the kcrl version found there."""
+    importlib.import_module(module)
+    from importlib.metadata import version
+
+    return version("kcrl")
+
+
+def _check_jobs(jobs: int) -> int:
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise ConfigError(f"jobs must be a positive integer (the number of parallel runs); got {jobs!r}.")
+    return jobs
+
+
+def _map_local_pool(run_task, task_list: list, jobs: int, show_progress: bool) -> list:
+    try:  # worker processes receive the function and the tasks by pickle
+        pickle.dumps(run_task)
+    except (pickle.PicklingError, AttributeError, TypeError) as exc:
+        raise ConfigError(
+            f"run_task must be a module-level function that worker processes can import; got {run_task!r} "
+            f"({exc}). Define it at the top level of a module, or use jobs=1."
+        ) from exc
+    results: list = [None] * len(task_list)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(jobs, max(len(task_list), 1)), mp_context=context,
+                             initializer=_init_worker) as pool:
+        futures = {pool.submit(_run_in_worker, run_task, t): i for i, t in enumerate(task_list)}
+        for future in progress_bar(as_completed(futures), "runs", enabled=show_progress, total=len(futures)):
+            results[futures[future]] = future.result()
+    return results
+
+
+def _map_ray(run_task, task_list: list, jobs: int, ray_address: str | None, show_progress: bool) -> list:
+    ray = require_optional("ray", "ray")
+    started_here = not ray.is_initialized()
+    if started_here:
+        runtime_env = {"env_vars": {"OMP_NUM_THREADS": "1"}}
+        ray_address = ray_address or os.environ.get("RAY_ADDRESS") or None  # set inside `ray job submit`
+        if ray_address is None:  # "local": a fresh instance, even if another one runs on this machine
+            ray.init(address="local", num_cpus=jobs, include_dashboard=False, log_to_driver=False,
+                     runtime_env=runtime_env)
+        else:
+            try:
+                ray.init(address=ray_address, log_to_driver=False, runtime_env=runtime_env)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                cause = f" ({str(exc.__cause__).splitlines()[-1]})" if exc.__cause__ is not None else ""
+                raise ConfigError(
+                    f"could not connect to the Ray cluster at {ray_address!r}: {exc}{cause}. Check the address "
+                    "(`ray status` on the head node prints it; `auto` finds a cluster started on this machine); "
+                    "a cluster with token authentication also needs RAY_AUTH_MODE=token and its token "
+                    "(~/.ray/auth_token or RAY_AUTH_TOKEN). Or leave out --ray-address to start a local Ray."
+                ) from exc
+    try:
+        module = getattr(run_task, "__module__", None)
+        if module and module != "__main__":
+            try:
+                remote_version = ray.get(ray.remote(num_cpus=0)(_probe_worker).remote(module))
+            except ray.exceptions.RayError as exc:
+                raise MissingDependencyError(
+                    f"Ray workers cannot import {module!r}: {exc}. Install the same kcrl on every node of the "
+                    "cluster (e.g. `pip install -e .` from the same commit), then run again."
+                ) from exc
+            from importlib.metadata import version
+
+            if remote_version != version("kcrl"):
+                raise ConfigError(
+                    f"the Ray workers run kcrl {remote_version}, this process runs kcrl {version('kcrl')}; "
+                    "install the same version on every node so that results are comparable."
+                )
+        remote = ray.remote(num_cpus=1)(_run_in_worker)
+        refs = [remote.remote(run_task, t) for t in task_list]
+        index = {ref: i for i, ref in enumerate(refs)}
+        results: list = [None] * len(refs)
+        pending = list(refs)
+        with progress_bar(None, "runs", enabled=show_progress, total=len(refs)) as bar:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                for ref in done:
+                    results[index[ref]] = ray.get(ref)
+                bar.update(len(done))
+        return results
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def map_tasks(run_task: Callable[[Any], Any], task_list: list, backend: str = "local", jobs: int = 1,
+              ray_address: str | None = None, show_progress: bool = True) -> list:
+    """``[run_task(t) for t in task_list]`` on the chosen backend, results in task order.
+
+    ``run_task`` must be a module-level function (workers import it by name) and each task
+    picklable. ``jobs`` is the number of parallel workers (local processes, or CPUs of a local Ray).
+    """
+    if backend not in BACKENDS:
+        raise unknown_name("backend", backend, BACKENDS)
+    jobs = _check_jobs(jobs)
+    if ray_address is not None and backend != "ray":
+        raise ConfigError(f"ray_address is only used with backend 'ray'; got backend {backend!r}. Add --backend ray.")
     if backend == "local":
-        if jobs <= 1:
+        if jobs == 1:
             return [run_task(t) for t in progress_bar(task_list, "runs", enabled=show_progress)]
-        with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker) as pool:
-            return list(pool.map(run_task, task_list))
-    if backend == "ray":
-        ray = require_optional("ray", "ray")
-        if not ray.is_initialized():
-            ray.init(address=ray_address, num_cpus=None if ray_address else max(jobs, 1),
-                     include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
-        remote = ray.remote(num_cpus=1)(run_task)
-        return ray.get([remote.remote(t) for t in task_list])
-    raise ConfigError(f"backend must be one of {list(BACKENDS)}; got {backend!r}.")
+        return _map_local_pool(run_task, task_list, jobs, show_progress)
+    return _map_ray(run_task, task_list, jobs, ray_address, show_progress)
 
 
 def run_suite(name: str, seed: int = 0, out: Path | None = None, quick: bool = False, show_progress: bool = True,
               backend: str = "local", jobs: int = 1, ray_address: str | None = None) -> dict:
     """Run suite ``name`` and return ``{"metrics", "table"}`` (files written to ``out``)."""
     run = get_suite(name)
+    if backend not in BACKENDS:
+        raise unknown_name("backend", backend, BACKENDS)
     module = importlib.import_module(SUITES[name][1].split(":")[0])
     if not hasattr(module, "tasks"):
-        if backend != "local" or jobs > 1:
+        if backend != "local" or jobs != 1 or ray_address is not None:
             raise ConfigError(f"suite {name!r} runs as a single unit; it supports only --backend local without --jobs.")
         return run(seed=seed, out=out, quick=quick, progress=show_progress)
     task_list = module.tasks(seed, quick)

@@ -2,7 +2,7 @@
 
     kcrl bench --list
     kcrl bench SUITE [--seed N] [--out DIR] [--quick] [--backend local|ray] [--jobs N]
-    kcrl train CONFIG --out DIR [--resume] [--tensorboard]
+    kcrl train CONFIG --out DIR [--resume] [--tensorboard] [--ddp [--ddp-sampling sharded|replicated]]   (--ddp under torchrun)
     kcrl sample DIR [-n N] [--seed S]
     kcrl evaluate DIR
 """
@@ -41,8 +41,17 @@ def _bench(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from kcrl.train import TrainConfig, train
 
-    metrics = train(TrainConfig.from_yaml(args.config), args.out, resume=args.resume, show_progress=not args.no_progress,
-                    tensorboard=args.tensorboard)
+    config = TrainConfig.from_yaml(args.config)
+    if args.ddp:  # one rank of a torchrun job (kcrl.distributed); rank 0 prints
+        from kcrl.distributed import train_distributed
+
+        metrics = train_distributed(config, args.out, resume=args.resume, show_progress=not args.no_progress,
+                                    sampling=args.ddp_sampling, tensorboard=args.tensorboard)
+        if int(os.environ.get("RANK", 0)) != 0:
+            return 0
+    else:
+        metrics = train(config, args.out, resume=args.resume, show_progress=not args.no_progress,
+                        tensorboard=args.tensorboard)
     print(json.dumps(metrics, indent=2, sort_keys=True))
     return 0
 
@@ -82,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     train.add_argument("--no-progress", action="store_true", help="hide progress bars")
     train.add_argument("--tensorboard", action="store_true", help="write TensorBoard scalars to OUT/tensorboard")
+    train.add_argument("--ddp", action="store_true",
+                       help="data-parallel over the processes of a torchrun job (see kcrl.distributed)")
+    train.add_argument("--ddp-sampling", choices=["sharded", "replicated"], default="sharded",
+                       help="with --ddp: each rank draws its shard (sharded) or all draw the global batch (replicated)")
     train.set_defaults(func=_train)
     sample = sub.add_parser("sample", help="print samples of a trained run's generator")
     sample.add_argument("run", help="the --out folder of a kcrl train run")

@@ -18,6 +18,7 @@ continues from its last checkpoint and ends with the same metrics as an uninterr
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -136,19 +137,26 @@ def sample(out: str | Path, n: int, seed: int = 0) -> list[dict[str, Any]]:
 
 
 def train(config: TrainConfig, out: str | Path, resume: bool = False, show_progress: bool = True,
-          stop_after: int | None = None, tensorboard: bool = False) -> dict[str, Any]:
-    """Run (or resume) one training run; returns the final metrics."""
+          stop_after: int | None = None, tensorboard: bool = False,
+          trainer_factory: Callable[..., PRTrainer] = PRTrainer) -> dict[str, Any]:
+    """Run (or resume) one training run; returns the final metrics.
+
+    ``trainer_factory(generator, constraint, data, config)`` builds the trainer (e.g. one rank of
+    :class:`kcrl.distributed.DistributedPRTrainer`); only its main process writes files.
+    """
     from kcrl.posterior import kl_divergence
 
     out = Path(out)
     if (out / "checkpoint.pt").exists() and not resume:
         raise ConfigError(f"{str(out)!r} already holds a run; pass --resume to continue it or choose another --out.")
     world, data, generator, constraint, variant = _build(config)
-    trainer = PRTrainer(generator, constraint, (data, None), replace(config.trainer, variant=variant, seed=config.seed))
-    atomic_write_text(out / "config.yaml", yaml.safe_dump(asdict(config), sort_keys=False))
+    trainer = trainer_factory(generator, constraint, (data, None), replace(config.trainer, variant=variant, seed=config.seed))
+    if trainer.is_main_process:
+        atomic_write_text(out / "config.yaml", yaml.safe_dump(asdict(config), sort_keys=False))
     history = trainer.train(out=out, resume=resume, show_progress=show_progress, stop_after=stop_after, tensorboard=tensorboard)
     with torch.no_grad():
-        kl = kl_divergence(world.data_log_probs(), generator.log_prob(world.sequences())).item()
+        kl = kl_divergence(world.data_log_probs(), generator.log_prob(world.sequences().to(trainer.device)).cpu()).item()
     metrics = {"iteration": trainer.iteration, "kl_data_to_generator": kl, "last": history[-1] if history else {}}
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    if trainer.is_main_process:
+        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     return metrics

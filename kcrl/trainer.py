@@ -195,24 +195,25 @@ class PRTrainer:
             x, _ = self.generator.sample(len(context), generator=self.rng, context=context)
             return x, context, (len(context) // cfg.samples_per_context, cfg.samples_per_context)
 
-    def _constraint_step(self, x_data, c_data, x_q, c_q, groups: tuple[int, int]) -> None:
+    def _constraint_step(self, x_data, c_data, x_q, c_q, groups: tuple[int, int]) -> float:
         cfg = self.config
         for _ in range(cfg.constraint_steps):
-            f_samples = self.constraint(x_q, c_q).view(groups)  # (G, K)
+            f_samples = self._global_rows(self._constraint_forward(x_q, c_q)).view(groups)  # (G, K)
             if cfg.variant == "learned":  # Eq. 8
                 log_w = ImportanceWeights.from_scores(f_samples.detach(), cfg.alpha).log_weights
-                loss = constraint_loss(self.constraint(x_data, c_data), f_samples, log_w, cfg.alpha)
+                loss = constraint_loss(self._global_rows(self._constraint_forward(x_data, c_data)), f_samples, log_w, cfg.alpha)
             elif cfg.variant == "mstep":  # Eq. 5: phi follows q's own samples, no data anchor
                 log_w = ImportanceWeights.from_scores(f_samples.detach(), cfg.alpha).log_weights
                 loss = -cfg.alpha * (torch.exp(log_w) * f_samples).sum() / groups[0]
             else:  # binary_d: labels_real_is_one; f is the classifier's logit
-                f_data = self.constraint(x_data, c_data)
+                f_data = self._global_rows(self._constraint_forward(x_data, c_data))
                 loss = F.binary_cross_entropy_with_logits(f_data, torch.ones_like(f_data)) + \
                     F.binary_cross_entropy_with_logits(f_samples, torch.zeros_like(f_samples))
             self._check(loss, "constraint loss")
             self.constraint_optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.constraint_optimizer.step()
+        return loss.item()
 
     def _anneal(self) -> None:
         scale = max(0.0, 1.0 - self.iteration / self.config.iterations) if self.config.lr_decay else 1.0
@@ -226,18 +227,18 @@ class PRTrainer:
         self._anneal()
         x_data, c_data = self._data_batch()
         x_q, c_q, groups = self._sample(c_data if self.data_context is not None else None)
-        if cfg.variant in ("learned", "mstep", "binary_d"):
-            self._constraint_step(x_data, c_data, x_q, c_q, groups)
-
         stats: dict[str, float] = {"iteration": self.iteration + 1}
-        log_p_data = self.generator.log_prob(x_data, c_data)
+        if cfg.variant in ("learned", "mstep", "binary_d"):
+            stats["constraint_loss"] = self._constraint_step(x_data, c_data, x_q, c_q, groups)
+
+        log_p_data = self._global_rows(self._generator_log_prob(x_data, c_data))
         loss = -cfg.mle_weight * log_p_data.mean()  # L(theta): MLE on data
         if cfg.variant != "base" and self.generator_step is None:
             with torch.no_grad():
-                f_q = self.constraint.predict(x_q, c_q).view(groups)  # (G, K)
-                f_data = self.constraint.predict(x_data, c_data)
+                f_q = self._global_rows(self.constraint.predict(x_q, c_q)).view(groups)  # (G, K)
+                f_data = self._global_rows(self.constraint.predict(x_data, c_data))
             weights = ImportanceWeights.from_scores(f_q, cfg.alpha)
-            log_p_q = self.generator.log_prob(x_q, c_q).view(groups)
+            log_p_q = self._global_rows(self._generator_log_prob(x_q, c_q)).view(groups)
             if cfg.generator_update == "eq10":
                 lengths = None
                 if cfg.length_normalise:
@@ -262,16 +263,48 @@ class PRTrainer:
                 constraint_data=f_data.mean().item(),
             )
         self._check(loss, "generator loss")
+        stats["generator_loss"] = loss.item()
         self.generator_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.generator_optimizer.step()
         if self.generator_step is not None and cfg.variant != "base":
             stats.update(self.generator_step(self))
-        with torch.no_grad():  # KL(p_theta_old || p_theta_0) on this iteration's samples (drawn before the update)
-            stats["kl_to_base"] = (self.generator.log_prob(x_q, c_q) - self.initial_generator.log_prob(x_q, c_q)).mean().item()
+        with torch.no_grad():  # ≈ KL(p_theta || p_theta_0), on this iteration's samples
+            log_ratio = self.generator.log_prob(x_q, c_q) - self.initial_generator.log_prob(x_q, c_q)
+            stats["kl_to_base"] = self._global_rows(log_ratio).mean().item()
         stats["nll_data"] = -log_p_data.mean().item()
         self.iteration += 1
         return stats
+
+    # ------------------------------------------------------------------ data-parallel hooks
+    # One process uses these defaults. kcrl.distributed.DistributedPRTrainer overrides them: each
+    # process then holds a shard of the global batch, ``_global_rows`` all-gathers per-sample values
+    # so that every loss above is the global-batch loss, and DDP averages the gradients.
+    is_main_process = True
+    """whether this process writes checkpoints and result files (rank 0 under torch.distributed)"""
+
+    def _global_rows(self, values: torch.Tensor) -> torch.Tensor:
+        """Per-sample values of this process's rows ``(n, ...)`` -> those of the global batch ``(N, ...)``."""
+        return values
+
+    def _generator_log_prob(self, x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+        """Differentiable ``log p_theta(x | context)``, shape ``(n,)``."""
+        return self.generator.log_prob(x, context)
+
+    def _constraint_forward(self, x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+        """Differentiable ``f_phi(x | context)``, shape ``(n,)``."""
+        return self.constraint(x, context)
+
+    def _save(self, path: Path) -> None:
+        save_checkpoint(path, self.state_dict())
+
+    def _restore(self, path: Path) -> dict[str, Any] | None:
+        """The checkpoint at ``path``, or ``None`` when there is none yet.
+
+        Read onto the CPU: RNG states must stay CPU tensors, and ``load_state_dict`` copies the
+        parameters and optimiser states onto the models' device.
+        """
+        return load_checkpoint(path, "cpu") if path.is_file() else None
 
     @staticmethod
     def _check(value: torch.Tensor, what: str) -> None:
@@ -297,8 +330,9 @@ class PRTrainer:
         if resume:
             if path is None:
                 raise ConfigError("resume=True needs the run's output folder (out=...).")
-            if path.is_file():
-                self.load_state_dict(load_checkpoint(path, self.device))
+            state = self._restore(path)
+            if state is not None:
+                self.load_state_dict(state)
         todo = range(self.iteration, cfg.iterations if stop_after is None else min(cfg.iterations, self.iteration + stop_after))
         writer = None
         if tensorboard:
@@ -321,9 +355,9 @@ class PRTrainer:
             if "ess_fraction" in stats:
                 bar.set_postfix(ess=f"{stats['ess_fraction']:.2f}", gap=f"{stats['constraint_gap']:.3f}", refresh=False)
             if path is not None and cfg.checkpoint_every and self.iteration % cfg.checkpoint_every == 0:
-                save_checkpoint(path, self.state_dict())
+                self._save(path)
         if path is not None:
-            save_checkpoint(path, self.state_dict())
+            self._save(path)
         if writer is not None:
             writer.close()
         return self.history
