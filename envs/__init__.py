@@ -33,6 +33,12 @@ def register_envs() -> None:
         entry_point="kcrl.envs.tabular:make_tabular_env",
         vector_entry_point="kcrl.envs.tabular:make_tabular_vec_env",
     )
+    _register(
+        "TemplateSentence-v0",
+        entry_point="kcrl.envs.template:make_template_env",
+        vector_entry_point="kcrl.envs.template:make_template_vec_env",
+        max_episode_steps=20,
+    )
 
 
 __all__ = ["BatchedGenerationEnv", "ENV_IDS", "GenerationEnv", "SequenceTask", "TensorStep", "register_envs"]
