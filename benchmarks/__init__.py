@@ -16,6 +16,10 @@ SUITES: dict[str, tuple[str, str]] = {
         "MaxEnt IRL (Eq. 8) and the soft-PG agent on TabularSequence-v0, scored by exact KLs",
         "kcrl.benchmarks.tabular_exact:run",
     ),
+    "template-base": (
+        "MLE base generator of TemplateSentence-v0 on IMDB: test perplexity, template accuracy, BLEU",
+        "kcrl.benchmarks.template_base:run",
+    ),
 }
 
 
