@@ -263,15 +263,16 @@ class TemplateGenerator(nn.Module):
     ) -> Samples:
         """Draw one sentence per template (batched, on the model's device).
 
-        ``<pad>``, ``<bos>`` and ``<mask>`` are never written; ``<unk>`` is not either when
-        ``forbid_unk`` (FINDINGS: an unrestricted generator fills masks with ``<unk>``). Runs in
-        eval mode; stops early once every row has written ``<eos>``.
+        ``<pad>``, ``<bos>`` and ``<mask>`` are never written. With ``forbid_unk``, ``<unk>`` is
+        written at most as often as the template shows it: a template's own ``<unk>`` stand for
+        words to copy, but as filler ``<unk>`` is banned (FINDINGS: an unrestricted generator
+        fills masks with it). Runs in eval mode; stops early once every row has written ``<eos>``.
 
         Args:
             templates: ``(N, L)`` template ids, each with at least one ``<mask>``.
             temperature: > 0; divides the logits.
             generator: RNG (on the model's device) for reproducible draws.
-            forbid_unk: never write ``<unk>``.
+            forbid_unk: no ``<unk>`` beyond the template's own.
             max_length: most tokens per sentence, ``<eos>`` included.
             greedy: argmax decoding instead of sampling.
         """
@@ -288,7 +289,9 @@ class TemplateGenerator(nn.Module):
             memory = self.encode(templates)
             state = memory.init
             banned = torch.zeros(self.vocab_size, dtype=torch.bool, device=dev)
-            banned[[PAD_ID, BOS_ID, MASK_ID] + ([UNK_ID] if forbid_unk else [])] = True
+            banned[[PAD_ID, BOS_ID, MASK_ID]] = True
+            unk_budget = (templates == UNK_ID).sum(-1)  # (N,) <unk> the template itself shows
+            unk_written = torch.zeros_like(unk_budget)
             tokens = torch.full((n, max_length), PAD_ID, dtype=torch.long, device=dev)
             log_prob = torch.zeros(n, device=dev)
             sample_log_prob = torch.zeros(n, device=dev)
@@ -296,7 +299,10 @@ class TemplateGenerator(nn.Module):
             prev = torch.full((n,), BOS_ID, dtype=torch.long, device=dev)
             for t in range(max_length):
                 step, state = self.decode_step(prev, state, memory)  # (N, V)
-                proposal = torch.log_softmax((step / (1.0 if greedy else temperature)).masked_fill(banned, float("-inf")), -1)
+                logits = (step / (1.0 if greedy else temperature)).masked_fill(banned, float("-inf"))
+                if forbid_unk:
+                    logits[:, UNK_ID] = logits[:, UNK_ID].masked_fill(unk_written >= unk_budget, float("-inf"))
+                proposal = torch.log_softmax(logits, -1)
                 if greedy:
                     choice = proposal.argmax(-1)
                 else:
@@ -304,6 +310,7 @@ class TemplateGenerator(nn.Module):
                     sample_log_prob += torch.where(done, 0.0, proposal.gather(-1, choice[:, None]).squeeze(-1))
                 log_prob += torch.where(done, 0.0, step.gather(-1, choice[:, None]).squeeze(-1))
                 tokens[:, t] = torch.where(done, PAD_ID, choice)
+                unk_written += ((choice == UNK_ID) & ~done).long()
                 done = done | (choice == EOS_ID)
                 prev = choice
                 if bool(done.all()):
@@ -366,7 +373,8 @@ class MLEArgs:
     batch_size: int = 64
     """sentences per step"""
     lr: float = 2e-3
-    """Adam learning rate (linearly decayed to ``lr * final_lr_fraction``)"""
+    """Adam learning rate, decayed linearly to ``lr * final_lr_fraction`` over ``steps`` (or over
+    ``time_budget_s``, whichever is used up faster)"""
     final_lr_fraction: float = 0.1
     """learning rate at the last step, as a fraction of ``lr``"""
     max_grad_norm: float = 5.0
@@ -374,7 +382,7 @@ class MLEArgs:
     max_length: int = 20
     """longest target (sentence + <eos>); longer targets are cut"""
     time_budget_s: float | None = None
-    """stop early after this many seconds (None: run every step)"""
+    """stop after this many seconds even if steps remain (None: run every step)"""
     seed: int = 0
     """seed of batch order and dropout"""
 
@@ -423,6 +431,8 @@ def train_mle(
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
             frac = step / max(args.steps - 1, 1)
+            if args.time_budget_s:  # on a slow machine the schedule follows the clock instead
+                frac = max(frac, min(1.0, (time.perf_counter() - start) / args.time_budget_s))
             for group in optimizer.param_groups:
                 group["lr"] = args.lr * (1.0 - (1.0 - args.final_lr_fraction) * frac)
             optimizer.step()

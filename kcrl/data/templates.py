@@ -122,8 +122,10 @@ def _content_mask(tokens: Sequence[str], config: MaskingConfig, rng: random.Rand
         masked[rng.randrange(n)] = False
     runs = _runs(masked)
     if len(runs) > config.max_spans:  # keep max_spans of the segments, unmask the rest
-        for start, end in [r for r in runs if r not in rng.sample(runs, config.max_spans)]:
-            masked[start:end] = [False] * (end - start)
+        keep = set(rng.sample(runs, config.max_spans))
+        for start, end in runs:
+            if (start, end) not in keep:
+                masked[start:end] = [False] * (end - start)
     return masked
 
 

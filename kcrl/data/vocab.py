@@ -126,11 +126,11 @@ class Vocabulary:
 
     def encode_batch(self, sentences: Sequence[Sequence[str]], length: int, add_eos: bool = False) -> torch.Tensor:
         """Encode and right-pad with ``<pad>`` to ``length`` (longer rows are cut), ``(N, length)`` long."""
-        out = torch.full((len(sentences), length), PAD_ID, dtype=torch.long)
-        for row, sentence in enumerate(sentences):
+        rows = []
+        for sentence in sentences:
             ids = self.encode(sentence, add_eos=add_eos)[:length]
-            out[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-        return out
+            rows.append(ids + [PAD_ID] * (length - len(ids)))
+        return torch.tensor(rows, dtype=torch.long).reshape(len(sentences), length)
 
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict:
