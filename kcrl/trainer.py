@@ -51,6 +51,7 @@ NAMESPACES = {
     "ess": "weights/ess", "ess_fraction": "weights/ess_fraction", "log_z": "weights/log_z",
     "constraint_gap": "constraint/gap", "constraint_data": "constraint/data_mean",
     "kl_to_base": "generator/kl_to_base", "nll_data": "generator/nll_data",
+    "constraint_loss": "constraint/loss", "generator_loss": "generator/loss",
 }
 
 
