@@ -16,6 +16,10 @@ SUITES: dict[str, tuple[str, str]] = {
         "MaxEnt IRL (Eq. 8) and the soft-PG agent on TabularSequence-v0, scored by exact KLs",
         "kcrl.benchmarks.tabular_exact:run",
     ),
+    "oracle-mle": (
+        "SeqGAN's MLE baseline on OracleSequence-v0: NLL_oracle, held-out NLL, floor and uniform references",
+        "kcrl.benchmarks.oracle_mle:run",
+    ),
 }
 
 

@@ -33,6 +33,11 @@ def register_envs() -> None:
         entry_point="kcrl.envs.tabular:make_tabular_env",
         vector_entry_point="kcrl.envs.tabular:make_tabular_vec_env",
     )
+    _register(
+        "OracleSequence-v0",
+        entry_point="kcrl.envs.oracle:make_oracle_env",
+        vector_entry_point="kcrl.envs.oracle:make_oracle_vec_env",
+    )
 
 
 __all__ = ["BatchedGenerationEnv", "ENV_IDS", "GenerationEnv", "SequenceTask", "TensorStep", "register_envs"]
