@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import inspect
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -370,12 +371,15 @@ def train_mle(
     valid: torch.Tensor | None = None,
     args: MLEArgs | None = None,
     show_progress: bool = True,
-) -> list[dict[str, float]]:
+    on_eval: Callable[[LSTMGenerator, dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
     """Maximum likelihood: minimise the mean per-token NLL of ``train`` ``(N, T)`` by Adam.
 
-    Returns one record per evaluation (``epoch``, ``train_nll``, ``valid_nll``, ``seconds``).
-    With ``valid`` and ``patience`` it stops early; with ``keep_best`` the model ends with the
-    weights of its best validation NLL.
+    Returns one record per evaluation (``epoch``, ``train_nll``, ``seconds``, and with
+    ``valid``: ``valid_nll`` and ``improved``, whether it is the best so far). With ``valid``
+    and ``patience`` it stops early; with ``keep_best`` the model ends with the weights of its
+    best validation NLL. ``on_eval(model, record)`` runs after each evaluation (e.g. to
+    snapshot the model or add measurements to the record).
     """
     import time
 
@@ -410,12 +414,16 @@ def train_mle(
         if valid is not None:
             model.eval()
             record["valid_nll"] = mean_token_nll(model, valid)
-            if record["valid_nll"] < best:
+            record["improved"] = record["valid_nll"] < best
+            if record["improved"]:
                 best, stale = record["valid_nll"], 0
                 if args.keep_best:
                     best_state = copy.deepcopy(model.state_dict())
             else:
                 stale += 1
+        if on_eval is not None:
+            on_eval(model, record)
+            model.train()
         history.append(record)
         bar.set_postfix({k: f"{v:.3f}" for k, v in record.items() if k.endswith("nll")}, refresh=False)
         if valid is not None and args.patience and stale >= args.patience:
