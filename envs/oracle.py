@@ -347,7 +347,7 @@ class OracleSequenceEnv(GenerationEnv):
 
     ## Arguments
     Those of :class:`OracleWorld`: ``vocab_size=5000``, ``length=20``, ``embed_dim=32``,
-    ``hidden_dim=32``, ``oracle_seed=ORACLE_SEED``, ``oracle_params=None`` (a parameter file),
+    ``hidden_dim=32``, ``oracle_seed=29`` (:data:`ORACLE_SEED`), ``oracle_params=None`` (a parameter file),
     ``base=None`` (an untrained generator; or a generator / its file), ``base_seed=0``,
     ``constraint="oracle"``, ``alpha=1.0``, ``data_seed=0``, ``train_samples=9984``,
     ``valid_samples=2000``, ``test_samples=10000``; and ``kl_to_base=True``. The batched form
