@@ -13,7 +13,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-import kcrl
+import kcrl  # noqa: F401  (registers the envs)
 from kcrl.envs import ENV_IDS
 
 STEPS = 24
