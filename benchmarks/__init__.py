@@ -37,6 +37,10 @@ SUITES: dict[str, tuple[str, str]] = {
         "MLE base generator of TemplateSentence-v0 on IMDB: test perplexity, template accuracy, BLEU",
         "kcrl.benchmarks.template_base:run",
     ),
+    "oracle-mle": (
+        "SeqGAN's MLE baseline on OracleSequence-v0: NLL_oracle, held-out NLL, floor and uniform references",
+        "kcrl.benchmarks.oracle_mle:run",
+    ),
 }
 
 

@@ -50,6 +50,11 @@ def register_envs() -> None:
         vector_entry_point="kcrl.envs.template:make_template_vec_env",
         max_episode_steps=20,
     )
+    _register(
+        "OracleSequence-v0",
+        entry_point="kcrl.envs.oracle:make_oracle_env",
+        vector_entry_point="kcrl.envs.oracle:make_oracle_vec_env",
+    )
 
 
 __all__ = [
