@@ -103,3 +103,45 @@ def test_missing_optional_dependency_names_the_extra():
     assert message(MissingDependencyError, require_optional, "kcrl_not_a_module", "ray") == (
         "'kcrl_not_a_module' is not installed; it is an optional dependency of kcrl. Install it with: pip install 'kcrl[ray]'"
     )
+
+
+def test_corpus_errors(tmp_path):
+    from kcrl.data.corpus import CorpusError, load_corpus
+
+    missing = tmp_path / "nope.txt"
+    assert message(CorpusError, load_corpus, missing, cache=False) == (
+        f"corpus file {str(missing)!r} does not exist (expected one sentence per line)."
+    )
+    assert message(CorpusError, load_corpus, ["a fine sentence .", 3], cache=False) == (
+        "a corpus list must hold sentence strings; got elements of type ['int']."
+    )
+    assert message(CorpusError, load_corpus, 12, cache=False) == (
+        "corpus must be None/'imdb', a path to a text file, or a list of strings; got int."
+    )
+    too_long = ["word " * 60 + "."] * 3  # every sentence is longer than the maximum length
+    text = message(CorpusError, load_corpus, too_long, cache=False)
+    assert text.startswith("no usable sentence in ") and "widen CorpusConfig(min_tokens=..., max_tokens=...)" in text
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    assert "0 non-empty" in message(CorpusError, load_corpus, empty, cache=False)
+
+
+def test_template_without_mask():
+    from kcrl.data.templates import TemplateError, check_templates, parse_template
+
+    assert message(TemplateError, parse_template, "no mask here") == (
+        "template 'no mask here' has no <mask>: there is nothing to fill in. Mark each segment to generate "
+        "with <mask>, e.g. 'the <mask> was great .'."
+    )
+    text = message(TemplateError, check_templates, torch.tensor([[5, 6, 7]]))
+    assert text.startswith("1 template(s) have no <mask>") and "rows [0]" in text
+
+
+def test_vocabulary_mismatch():
+    from kcrl.data.vocab import Vocabulary, VocabularyMismatchError
+
+    a = Vocabulary.build([["the", "film", "."]], size=8)
+    b = Vocabulary.build([["a", "film", "."]], size=8)
+    text = message(VocabularyMismatchError, a.check_same, b)
+    assert text.startswith("vocabulary mismatch with the checkpoint: sizes 8 vs 8, first difference at id ")
+    assert text.endswith("or train a new base generator.")
