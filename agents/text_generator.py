@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from kcrl.data.corpus import atomic_write_bytes
+from kcrl.checkpoint import atomic_write_bytes
 from kcrl.data.templates import TemplateSet, check_templates
 from kcrl.data.vocab import BOS_ID, EOS_ID, MASK_ID, PAD_ID, UNK_ID, Vocabulary
 from kcrl.errors import ConfigError, NonFiniteError, ShapeError

@@ -21,7 +21,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from kcrl.agents.text_generator import GeneratorConfig, Memory, TemplateGenerator
 from kcrl.constraints import Constraint, NeuralConstraint, SumConstraint
 from kcrl.data.corpus import Corpus, CorpusConfig, Tokenizer
-from kcrl.data.templates import MaskingConfig, TemplateRule, TemplateSet, prepare_templates, sentence_lengths
+from kcrl.data.templates import MaskingConfig, TemplateRule, prepare_templates, sentence_lengths
 from kcrl.data.vocab import PAD_ID, EOS_ID, Vocabulary
 from kcrl.envs.generation import BatchedGenerationEnv, GenerationEnv
 from kcrl.envs.task import SequenceTask

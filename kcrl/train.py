@@ -26,7 +26,7 @@ from typing import Any
 import torch
 import yaml
 
-from kcrl.benchmarks.report import atomic_write_text
+from kcrl.checkpoint import atomic_write_text
 from kcrl.errors import ConfigError, did_you_mean, unknown_name
 from kcrl.trainer import PRConfig, PRTrainer
 

@@ -31,7 +31,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -40,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kcrl.checkpoint import atomic_write_bytes
 from kcrl.data.vocab import SPECIALS, Vocabulary
 from kcrl.errors import ConfigError, MissingDependencyError
 
@@ -244,22 +244,6 @@ def _file_sha256(path: Path) -> str:
 def _tokenizer_key(tokenizer: Tokenizer) -> str | None:
     key = getattr(tokenizer, "cache_key", None)
     return key if isinstance(key, str) else None
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write through a temporary file in the same folder and rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _resolve_source(corpus) -> tuple[str, Path | list[str]]:

@@ -33,12 +33,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kcrl.checkpoint import atomic_write_bytes
 from kcrl.constraints import Constraint
 from kcrl.data.corpus import (
     SPLITS,
     Corpus,
     CorpusConfig,
-    atomic_write_bytes,
     cache_dir,
     corpus_cache_key,
     load_corpus,

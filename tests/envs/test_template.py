@@ -12,9 +12,9 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import kcrl  # noqa: F401  (registers the environments)
 from kcrl.agents.text_generator import GeneratorConfig, MLEArgs, TemplateGenerator, train_mle
-from kcrl.constraints import Constraint, NeuralConstraint, RuleConstraint, SumConstraint
+from kcrl.constraints import NeuralConstraint, RuleConstraint, SumConstraint
 from kcrl.data import CorpusConfig, Vocabulary, VocabularyMismatchError
-from kcrl.data.templates import MaskingConfig, TemplateRule
+from kcrl.data.templates import TemplateRule
 from kcrl.data.vocab import BOS_ID, EOS_ID, MASK_ID, PAD_ID
 from kcrl.envs.template import TemplateConstraintNet, TemplateWorld, make_template_constraint
 from kcrl.errors import ConfigError
