@@ -37,6 +37,10 @@ SUITES: dict[str, tuple[str, str]] = {
         "MLE base generator of TemplateSentence-v0 on IMDB: test perplexity, template accuracy, BLEU",
         "kcrl.benchmarks.template_base:run",
     ),
+    "paper-text": (
+        "the paper's text table: base / binary D / M-step / fixed rule / learned constraint from the MLE checkpoint",
+        "kcrl.benchmarks.paper_text:run",
+    ),
 }
 
 
