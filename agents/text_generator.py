@@ -447,3 +447,44 @@ def train_mle(
                 break
     model.eval()
     return history
+
+
+# ---------------------------------------------------------------------------- trainer protocol
+class TrainerAdapter(nn.Module):
+    """A :class:`TemplateGenerator` behind :class:`kcrl.trainer.PRTrainer`'s generator protocol.
+
+    The context of a sample is its encoded template ``(N, L)``. ``sample`` returns the tokens
+    padded to ``max_length`` and ``log p_theta(x | t)`` at temperature 1 with no token forbidden
+    (the density the importance weights need). With ``forbid_unk`` (the default, as FINDINGS
+    advises) the proposal writes ``<unk>`` only where the template shows it; the trainer's weights
+    ``softmax(alpha f)`` then treat these samples as draws of p_theta, which they are up to the
+    small probability mass of ``<unk>`` filler.
+
+    Example:
+        >>> from kcrl.data import Vocabulary
+        >>> vocab = Vocabulary(["the", "film", "was", "great", "."])
+        >>> _ = torch.manual_seed(0)
+        >>> adapter = TrainerAdapter(TemplateGenerator(vocab, GeneratorConfig(embed_dim=8, hidden_dim=8)), max_length=7).eval()
+        >>> t = vocab.encode_batch([["the", "<mask>", "was", "great", "."]] * 3, 5)
+        >>> x, log_p = adapter.sample(3, generator=torch.Generator().manual_seed(0), context=t)
+        >>> x.shape, bool(torch.allclose(log_p, adapter.log_prob(x, t)))
+        (torch.Size([3, 7]), True)
+    """
+
+    def __init__(self, model: TemplateGenerator, max_length: int = 20, temperature: float = 1.0, forbid_unk: bool = True) -> None:
+        super().__init__()
+        self.model, self.max_length, self.temperature, self.forbid_unk = model, max_length, temperature, forbid_unk
+
+    def sample(self, n: int, generator: torch.Generator | None = None, context: torch.Tensor | None = None):
+        """``(x (n, max_length), log p_theta(x | context) (n,))``: one sentence per template row."""
+        if context is None or context.shape[0] != n:
+            got = None if context is None else tuple(context.shape)
+            raise ShapeError(f"TrainerAdapter.sample needs one template per sample: context ({n}, L); got {got}.")
+        out = self.model.sample(context, self.temperature, generator, self.forbid_unk, self.max_length)
+        return out.tokens, out.log_prob
+
+    def log_prob(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """Differentiable ``log p_theta(x | context)``, ``(N,)`` (through each row's ``<eos>``)."""
+        if context is None:
+            raise ShapeError("TrainerAdapter.log_prob needs the (N, L) templates as context; got None.")
+        return self.model.log_prob(x, context)

@@ -41,6 +41,10 @@ SUITES: dict[str, tuple[str, str]] = {
         "SeqGAN's MLE baseline on OracleSequence-v0: NLL_oracle, held-out NLL, floor and uniform references",
         "kcrl.benchmarks.oracle_mle:run",
     ),
+    "paper-text": (
+        "the paper's text table: base / binary D / M-step / fixed rule / learned constraint from the MLE checkpoint",
+        "kcrl.benchmarks.paper_text:run",
+    ),
 }
 
 

