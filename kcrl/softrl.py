@@ -80,14 +80,12 @@ def prefix_index(tokens: torch.Tensor, lengths: torch.Tensor, vocab_size: int) -
 
     Rows are grouped by prefix length (0, 1, ..., T-1), lexicographic within a length.
     """
-    n, t_max = tokens.shape
-    powers = vocab_size ** torch.arange(t_max, device=tokens.device)  # (T,)
+    t_max = tokens.shape[1]
     positions = torch.arange(t_max, device=tokens.device)
-    valid = positions.unsqueeze(0) < lengths.unsqueeze(1)  # (N, T)
-    # code = sum_i a_i V^(len-1-i) over the prefix
-    exponent = (lengths.unsqueeze(1) - 1 - positions).clamp(min=0)
-    code = (torch.where(valid, tokens.clamp(min=0, max=vocab_size - 1), 0) * powers[exponent] * valid).sum(-1)
-    offsets = (vocab_size**lengths - 1) // (vocab_size - 1)
+    digits = torch.where(positions < lengths.unsqueeze(1), tokens.clamp(min=0, max=vocab_size - 1), 0)  # (N, T)
+    full = (digits * vocab_size ** (t_max - 1 - positions)).sum(-1)  # the prefix zero-padded to T digits
+    code = torch.div(full, vocab_size ** (t_max - lengths), rounding_mode="floor")  # drop the padding digits
+    offsets = (vocab_size**lengths - 1) // (vocab_size - 1)  # rows of all shorter prefixes
     return offsets + code
 
 
