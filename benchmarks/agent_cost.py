@@ -10,6 +10,7 @@ returns; the target is at most 1.3x.
 from __future__ import annotations
 
 import os
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +29,8 @@ class AgentCostConfig:
     """Sizes measured: (num_envs, vocab_size, length, hidden)."""
 
     sizes: tuple[tuple[int, int, int, int], ...] = ((1024, 4, 4, 128), (1024, 16, 5, 256), (256, 16, 5, 512))
-    repeats: int = 10
-    """timed iterations per size (after 3 warm-up iterations)"""
+    repeats: int = 21
+    """timed (iteration, bare) pairs per size, interleaved, after 3 warm-ups; medians are reported"""
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
 
 
@@ -42,15 +43,6 @@ def measure(num_envs: int, vocab_size: int, length: int, hidden: int, repeats: i
     env = gym.make_vec("TabularSequence-v0", num_envs=num_envs, vectorization_mode="vector_entry_point",
                        autoreset_mode="Disabled", vocab_size=vocab_size, length=length, device=device)
     agent = SoftPGAgent(env, SoftPGArgs(hidden=hidden, iterations=10**6))
-    for _ in range(3):
-        agent.update(agent.rollout())
-    _sync(agent.device)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        agent.update(agent.rollout())
-    _sync(agent.device)
-    iteration = (time.perf_counter() - start) / repeats
-
     gen = torch.Generator(agent.device).manual_seed(0)
     n = num_envs * length
     obs = {"tokens": torch.randint(0, vocab_size + 1, (n, length), generator=gen, device=agent.device),
@@ -62,14 +54,20 @@ def measure(num_envs: int, vocab_size: int, length: int, hidden: int, repeats: i
         agent.optimizer.zero_grad(set_to_none=True)
         loss.backward()
 
+    def timed(fn) -> float:
+        _sync(agent.device)
+        start = time.perf_counter()
+        fn()
+        _sync(agent.device)
+        return time.perf_counter() - start
+
     for _ in range(3):
+        agent.update(agent.rollout())
         bare()
-    _sync(agent.device)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        bare()
-    _sync(agent.device)
-    bare_seconds = (time.perf_counter() - start) / repeats
+    # interleaved, so that a change in the machine's load hits both sides alike; medians
+    pairs = [(timed(lambda: agent.update(agent.rollout())), timed(bare)) for _ in range(repeats)]
+    iteration = statistics.median(p[0] for p in pairs)
+    bare_seconds = statistics.median(p[1] for p in pairs)
     return {"iteration_ms": 1e3 * iteration, "bare_ms": 1e3 * bare_seconds, "ratio": iteration / bare_seconds,
             "tokens_per_s": num_envs * length / iteration}
 
