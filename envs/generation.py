@@ -59,11 +59,49 @@ def observation_space(task: SequenceTask) -> spaces.Dict:
 
 
 class TensorVectorEnv(VectorEnv):
-    """Gymnasium's numpy ``VectorEnv`` API on top of a tensor core.
+    """Gymnasium's numpy ``VectorEnv`` API, seeding and resets on top of a tensor core.
 
-    Subclasses implement ``reset_tensor(seed, mask)`` and ``step_tensor(actions) -> TensorStep``
-    and hold ``task`` (with ``set_constraint``) and ``device``; numpy appears only here, at the edge.
+    Subclasses call :meth:`_setup` in their constructor and implement ``_reset_where(mask)``,
+    ``obs_tensor()`` and ``step_tensor(actions) -> TensorStep``; numpy appears only here, at the edge.
     """
+
+    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
+    _MODES = (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP, AutoresetMode.DISABLED)
+
+    def _setup(self, task, num_envs: int, device: str | torch.device, autoreset_mode: AutoresetMode | str) -> None:
+        """Validate the arguments every batched env shares and allocate the per-sub-env counters."""
+        if not isinstance(num_envs, int) or isinstance(num_envs, bool) or num_envs < 1:
+            raise ConfigError(f"num_envs must be a positive integer; got {num_envs!r}.")
+        try:
+            autoreset_mode = AutoresetMode(autoreset_mode)
+        except ValueError:
+            raise ConfigError(
+                f"autoreset_mode must be one of {[m.value for m in self._MODES]}; got {autoreset_mode!r}."
+            ) from None
+        self.device = torch.device(device)
+        self.task = task.to(self.device)
+        self.num_envs = num_envs
+        self.autoreset_mode = autoreset_mode
+        self.metadata = {**self.metadata, "autoreset_mode": autoreset_mode}
+        self.context = None  # (N, ...) once reset, if the task has contexts
+        self.seeds = torch.zeros(num_envs, dtype=torch.long, device=self.device)
+        self.episodes = torch.zeros(num_envs, dtype=torch.long, device=self.device)
+        self.done = torch.zeros(num_envs, dtype=torch.bool, device=self.device)  # episode over, not yet reset
+        self._arange = torch.arange(num_envs, device=self.device)
+        self._started = False
+
+    def reset_tensor(self, seed: int | None = None, mask: torch.Tensor | None = None):
+        """Reset all sub-envs (or those in ``mask``); sub-env i is seeded ``seed + i``."""
+        if seed is not None:
+            self.seeds = seed + self._arange
+            self.episodes.zero_()
+        elif not self._started:
+            base = int(np.random.SeedSequence().generate_state(1)[0] >> 1)
+            self.seeds = base + self._arange
+        self._started = True
+        mask = torch.ones(self.num_envs, dtype=torch.bool, device=self.device) if mask is None else mask
+        self._reset_where(mask.to(self.device, torch.bool))
+        return self.obs_tensor()
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         mask = None
@@ -103,9 +141,6 @@ class BatchedGenerationEnv(TensorVectorEnv):
         autoreset_mode: see the module docstring.
     """
 
-    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
-    _MODES = (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP, AutoresetMode.DISABLED)
-
     def __init__(
         self,
         task: SequenceTask,
@@ -114,52 +149,18 @@ class BatchedGenerationEnv(TensorVectorEnv):
         kl_to_base: bool = True,
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
     ) -> None:
-        if not isinstance(num_envs, int) or num_envs < 1:
-            raise ConfigError(f"num_envs must be a positive integer; got {num_envs!r}.")
-        try:
-            autoreset_mode = AutoresetMode(autoreset_mode)
-        except ValueError:
-            raise ConfigError(
-                f"autoreset_mode must be one of {[m.value for m in self._MODES]}; got {autoreset_mode!r}."
-            ) from None
-        self.task = task.to(device)
-        self.device = torch.device(device)
-        self.num_envs = num_envs
+        self._setup(task, num_envs, device, autoreset_mode)
         self.kl_to_base = kl_to_base
-        self.metadata = {**self.metadata, "autoreset_mode": autoreset_mode}
-        self.autoreset_mode = autoreset_mode
         self.single_observation_space = observation_space(task)
         self.single_action_space = spaces.Discrete(task.vocab_size)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
 
-        n, t, dev = num_envs, task.max_length, self.device
-        self.tokens = torch.full((n, t), task.pad_id, dtype=torch.long, device=dev)
-        self.lengths = torch.zeros(n, dtype=torch.long, device=dev)
-        self.context = None
-        self.seeds = torch.zeros(n, dtype=torch.long, device=dev)
-        self.episodes = torch.zeros(n, dtype=torch.long, device=dev)
-        self.done = torch.zeros(n, dtype=torch.bool, device=dev)  # episode over, not yet reset
-        self._arange = torch.arange(n, device=dev)
-        self._started = False
+        self.tokens = torch.full((num_envs, task.max_length), task.pad_id, dtype=torch.long, device=self.device)
+        self.lengths = torch.zeros(num_envs, dtype=torch.long, device=self.device)
         self.reference = None  # optional override of the task's base model in the per-step KL term
 
     # ------------------------------------------------------------------ tensor interface
-    def reset_tensor(
-        self, seed: int | None = None, mask: torch.Tensor | None = None
-    ) -> dict[str, torch.Tensor]:
-        """Reset all sub-envs (or those in ``mask``); sub-env i is seeded ``seed + i``."""
-        if seed is not None:
-            self.seeds = seed + self._arange
-            self.episodes.zero_()
-        elif not self._started:
-            base = int(np.random.SeedSequence().generate_state(1)[0] >> 1)
-            self.seeds = base + self._arange
-        self._started = True
-        mask = torch.ones(self.num_envs, dtype=torch.bool, device=self.device) if mask is None else mask
-        self._reset_where(mask)
-        return self.obs_tensor()
-
     def _reset_where(self, mask: torch.Tensor) -> None:
         self.tokens[mask] = self.task.pad_id
         self.lengths[mask] = 0

@@ -137,9 +137,6 @@ class BatchedOneStepEnv(TensorVectorEnv):
     * v0: initial version.
     """
 
-    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
-    _MODES = (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP, AutoresetMode.DISABLED)
-
     def __init__(
         self,
         task: OneStepTask,
@@ -147,19 +144,7 @@ class BatchedOneStepEnv(TensorVectorEnv):
         device: str | torch.device = "cpu",
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
     ) -> None:
-        if not isinstance(num_envs, int) or isinstance(num_envs, bool) or num_envs < 1:
-            raise ConfigError(f"num_envs must be a positive integer; got {num_envs!r}.")
-        try:
-            autoreset_mode = AutoresetMode(autoreset_mode)
-        except ValueError:
-            raise ConfigError(
-                f"autoreset_mode must be one of {[m.value for m in self._MODES]}; got {autoreset_mode!r}."
-            ) from None
-        self.device = torch.device(device)
-        self.task = task.to(self.device)
-        self.num_envs = num_envs
-        self.autoreset_mode = autoreset_mode
-        self.metadata = {**self.metadata, "autoreset_mode": autoreset_mode}
+        self._setup(task, num_envs, device, autoreset_mode)
         self.single_observation_space = task.context_space if task.context_space is not None else NO_CONTEXT_SPACE
         self.single_action_space = task.action_space
         self.observation_space = batch_space(self.single_observation_space, num_envs)
@@ -173,30 +158,8 @@ class BatchedOneStepEnv(TensorVectorEnv):
             self._high = torch.as_tensor(space.high, device=dev, dtype=torch.float32)
         else:
             self._nvec = torch.as_tensor(space.nvec, device=dev, dtype=torch.long)
-        self.context = None  # (N, *context_shape) once reset, if the task has contexts
-        self.seeds = torch.zeros(n, dtype=torch.long, device=dev)
-        self.episodes = torch.zeros(n, dtype=torch.long, device=dev)
-        self.done = torch.zeros(n, dtype=torch.bool, device=dev)  # episode over, not yet reset
-        self._arange = torch.arange(n, device=dev)
-        self._started = False
 
     # ------------------------------------------------------------------ tensor interface
-    def reset_tensor(self, seed: int | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Reset all sub-envs (or those in ``mask``); sub-env i is seeded ``seed + i``.
-
-        Returns the observations, ``(N, *context_shape)`` (``(N,)`` zeros without a context).
-        """
-        if seed is not None:
-            self.seeds = seed + self._arange
-            self.episodes.zero_()
-        elif not self._started:
-            base = int(np.random.SeedSequence().generate_state(1)[0] >> 1)
-            self.seeds = base + self._arange
-        self._started = True
-        mask = torch.ones(self.num_envs, dtype=torch.bool, device=self.device) if mask is None else mask
-        self._reset_where(mask.to(self.device, torch.bool))
-        return self.obs_tensor()
-
     def _reset_where(self, mask: torch.Tensor) -> None:
         self.done[mask] = False
         context = self.task.sample_contexts(self.seeds, self.episodes)
