@@ -13,6 +13,9 @@ variant       constraint and update
 ``base``      continued MLE only (the generator's own L(theta))
 ``fixed``     Eq. 10 with the frozen pretrained structure estimator (``fixed_structure_constraint``)
 ``learned``   Eq. 8 on the same estimator, initialised from the pretrained weights, + Eq. 10
+``uniform``   control: the Eq. 10 term with f = 0 (uniform weights), i.e. "train on your own samples";
+              it draws samples exactly as fixed/learned do, so it separates the constraint's effect
+              from that of the sampling (which also changes the trainer's minibatch sequence)
 ============  ===========================================================================
 
 Scores on test pairs (fixed evaluation seed): SSIM of the generated *mean* image
@@ -38,13 +41,28 @@ from kcrl.agents.image_generator import (
     train_image_generator,
 )
 from kcrl.benchmarks.report import markdown_table, write_results
+from kcrl.constraints import Constraint, RuleConstraint
 from kcrl.envs.digits import StructuredDigitsTask, fixed_structure_constraint, learned_structure_constraint, ssim
 from kcrl.errors import ShapeError, unknown_name
 from kcrl.stats import mean_ci95, permutation_test
 from kcrl.trainer import PRConfig, PRTrainer
 
-VARIANTS = ("base", "fixed", "learned")
+VARIANTS = ("base", "fixed", "learned", "uniform")
 EVAL_SEED = 2018  # test pairs and the evaluation Bernoulli noise are the same for every run
+
+
+def _zero_score(x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+    """f = 0 for every image: uniform importance weights (module level, so tasks pickle)."""
+    return torch.zeros(x.shape[0], device=x.device)
+
+
+def build_constraint(variant: str) -> Constraint:
+    """The constraint of a variant: frozen estimator (base, fixed), trainable copy (learned) or f = 0 (uniform)."""
+    if variant == "learned":
+        return learned_structure_constraint()
+    if variant == "uniform":
+        return RuleConstraint(_zero_score, name="zero")
+    return fixed_structure_constraint()
 
 
 class ImageTrainerAdapter(nn.Module):
@@ -104,12 +122,12 @@ class PaperImageConfig:
 
 
 def quick_config() -> PaperImageConfig:
-    """The ``--quick`` size: a 16-channel base (6 epochs of 4,000 pairs), 3 seeds x 150 iterations, 300 test pairs."""
+    """The ``--quick`` size: a 16-channel base (6 epochs of 4,000 pairs), 3 seeds x 120 iterations, 300 test pairs."""
     return PaperImageConfig(
         base=ImageGeneratorArgs(channels=16, epochs=6, pairs_per_epoch=4000),
         train_pairs=2000,
         test_pairs=300,
-        trainer=replace(PaperImageConfig().trainer, iterations=150, data_batch=32, contexts=8, samples_per_context=8),
+        trainer=replace(PaperImageConfig().trainer, iterations=120, data_batch=32, contexts=8, samples_per_context=8),
     )
 
 
@@ -154,9 +172,9 @@ def run_variant(variant: str, seed: int, config: PaperImageConfig, base_state: d
     test = StructuredDigitsTask("test").to(config.device)
     generator = ConditionalImageGenerator(config.base.channels).to(config.device)
     generator.load_state_dict(base_state)
-    constraint = (learned_structure_constraint() if variant == "learned" else fixed_structure_constraint()).to(config.device)
+    constraint = build_constraint(variant).to(config.device)
     contexts, targets = _pairs(train, seed, config.train_pairs)
-    trainer = PRTrainer(ImageTrainerAdapter(generator).train(), constraint, (targets, contexts), replace(config.trainer, variant=variant, seed=seed))
+    trainer = PRTrainer(ImageTrainerAdapter(generator).train(), constraint, (targets, contexts), replace(config.trainer, variant="fixed" if variant == "uniform" else variant, seed=seed))
     history, start = [], time.perf_counter()
     while trainer.iteration < trainer.config.iterations:
         history.append(trainer.step())

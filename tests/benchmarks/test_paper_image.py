@@ -70,6 +70,10 @@ def test_table_has_every_variant_and_values_in_range(tiny, tmp_path):
             assert "ess_fraction" not in r  # MLE only: no samples drawn
     m = summary["metrics"]
     assert 0.0 <= m["fixed_ssim_p_vs_base"] <= 1.0 and 0.0 <= m["learned_ssim_p_vs_base"] <= 1.0
+    uniform = [r for t, r in zip(task_list, results) if t["variant"] == "uniform"]
+    assert all(r["ess_fraction"] == pytest.approx(1.0) and r["constraint_gap"] == pytest.approx(0.0) for r in uniform)
+    fixed = [r for t, r in zip(task_list, results) if t["variant"] == "fixed"]
+    assert all(r["ess_fraction"] < 0.999 for r in fixed)  # the estimator ranks the samples within a context
     assert "kcrl bench paper-image" in (tmp_path / "results.md").read_text()
 
 
