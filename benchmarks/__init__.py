@@ -45,6 +45,10 @@ SUITES: dict[str, tuple[str, str]] = {
         "the paper's text table: base / binary D / M-step / fixed rule / learned constraint from the MLE checkpoint",
         "kcrl.benchmarks.paper_text:run",
     ),
+    "paper-image": (
+        "the paper's image comparison on StructuredDigits-v0: base / fixed / learned structure constraint, test SSIM",
+        "kcrl.benchmarks.paper_image:run",
+    ),
 }
 
 
