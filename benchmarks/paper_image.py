@@ -40,7 +40,7 @@ from kcrl.agents.image_generator import (
     generate,
     train_image_generator,
 )
-from kcrl.benchmarks.report import markdown_table, write_results
+from kcrl.benchmarks.report import group_by_variant, markdown_table, write_results
 from kcrl.constraints import Constraint, RuleConstraint
 from kcrl.envs.digits import StructuredDigitsTask, fixed_structure_constraint, learned_structure_constraint, ssim
 from kcrl.errors import ShapeError, unknown_name
@@ -214,9 +214,7 @@ def aggregate(task_list: list[dict], results: list[dict], seed: int, out: Path |
     """The table (mean ± 95% CI over seeds; permutation-test p against base) and the result files."""
     config: PaperImageConfig = task_list[0]["config"]
     quick = task_list[0].get("quick", False)
-    by_variant: dict[str, list[dict]] = {}
-    for task, result in zip(task_list, results):
-        by_variant.setdefault(task["variant"], []).append(result)
+    by_variant = group_by_variant(task_list, results)
     seeds = sorted({t["seed"] for t in task_list})
     test = StructuredDigitsTask("test").to(config.device)
     base_generator = ConditionalImageGenerator(config.base.channels).to(config.device)

@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from kcrl.agents.text_generator import TemplateGenerator, TrainerAdapter
-from kcrl.benchmarks.report import markdown_table, write_results
+from kcrl.benchmarks.report import group_by_variant, markdown_table, write_results
 from kcrl.constraints import Constraint, RuleConstraint
 from kcrl.data.corpus import CorpusConfig
 from kcrl.data.templates import MaskingConfig, TemplateRule, TemplateSet, prepare_templates
@@ -216,9 +216,7 @@ def aggregate(task_list: list[dict], results: list[dict], seed: int, out: Path |
     """The table (mean ± 95% CI over seeds; permutation-test p against base) and the result files."""
     config: PaperTextConfig = task_list[0]["config"]
     quick = task_list[0].get("quick", False)
-    by_variant: dict[str, list[dict]] = {}
-    for task, result in zip(task_list, results):
-        by_variant.setdefault(task["variant"], []).append(result)
+    by_variant = group_by_variant(task_list, results)
     seeds = sorted({t["seed"] for t in task_list})
     metrics: dict = {"seeds": seeds}
     rows = []

@@ -55,6 +55,14 @@ def machine() -> dict[str, Any]:
     }
 
 
+def group_by_variant(task_list: list[dict], results: list) -> dict[str, list]:
+    """A suite's results grouped by ``task["variant"]``, in task order."""
+    groups: dict[str, list] = {}
+    for task, result in zip(task_list, results):
+        groups.setdefault(task["variant"], []).append(result)
+    return groups
+
+
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     def fmt(v: Any) -> str:
         return f"{v:.4g}" if isinstance(v, float) else str(v)

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from kcrl.benchmarks.plots import plot_curves
-from kcrl.benchmarks.report import markdown_table, write_results
+from kcrl.benchmarks.report import group_by_variant, markdown_table, write_results
 from kcrl.constraints import TokenPotentialConstraint
 from kcrl.envs.tabular import TabularAutoregressive, TabularWorld
 from kcrl.posterior import kl_divergence
@@ -111,9 +111,7 @@ def run_task(task: dict) -> dict[str, float]:
 def aggregate(task_list: list[dict], results: list[dict], seed: int, out: Path | None = None) -> dict:
     """The suite's table (mean ± 95% CI over seeds, permutation test against base) and files."""
     config = task_list[0]["config"]
-    by_variant: dict[str, list[dict]] = {}
-    for task, result in zip(task_list, results):
-        by_variant.setdefault(task["variant"], []).append(result)
+    by_variant = group_by_variant(task_list, results)
     finals = {v: [r["kl_final"] for r in rs] for v, rs in by_variant.items()}
     seeds = sorted({t["seed"] for t in task_list})
     rows, metrics = [], {"seeds": seeds, "per_seed": by_variant}

@@ -40,6 +40,10 @@ def integer_actions(
                 raise InvalidActionError(f"actions must be integer {what}; got non-integral floats {array!r}.")
         elif array.dtype.kind not in "iub":
             raise InvalidActionError(f"actions must be integers; got dtype {array.dtype}.")
+        if array.size and (array.max() > np.iinfo(np.int64).max or array.min() < np.iinfo(np.int64).min):
+            big = array.ravel()[(array.ravel() > np.iinfo(np.int64).max) | (array.ravel() < np.iinfo(np.int64).min)]
+            bound = f"[0, {high})" if isinstance(high, int) else "[0, nvec)"
+            raise InvalidActionError(f"actions must be {what} in {bound}; got {big[:5].tolist()}.")
         actions = torch.as_tensor(array.astype(np.int64), device=device)
     elif actions.is_floating_point():
         if not torch.isfinite(actions).all():

@@ -90,6 +90,20 @@ class TensorVectorEnv(VectorEnv):
         self._arange = torch.arange(num_envs, device=self.device)
         self._started = False
 
+    def _autoreset(self, info: dict, resetting: torch.Tensor | None, finished: torch.Tensor):
+        """Observations after a step under the autoreset mode (``resetting``: the NEXT_STEP resets due
+        now; ``finished``: episodes that ended in this step, reset at once under SAME_STEP)."""
+        obs = self.obs_tensor()
+        if resetting is not None and resetting.any():
+            self._reset_where(resetting)
+            obs = self.obs_tensor()
+        elif self.autoreset_mode == AutoresetMode.SAME_STEP and finished.any():
+            info["final_obs"] = obs
+            info["_final_obs"] = finished.clone()
+            self._reset_where(finished)
+            obs = self.obs_tensor()
+        return obs
+
     def reset_tensor(self, seed: int | None = None, mask: torch.Tensor | None = None):
         """Reset all sub-envs (or those in ``mask``); sub-env i is seeded ``seed + i``."""
         if seed is not None:
@@ -227,16 +241,7 @@ class BatchedGenerationEnv(TensorVectorEnv):
             "reward_constraint": reward_constraint,
             "reward_base": reward_base,
         }
-        obs = self.obs_tensor()
-        if resetting is not None and resetting.any():
-            self._reset_where(resetting)
-            obs = self.obs_tensor()
-        elif self.autoreset_mode == AutoresetMode.SAME_STEP and finished.any():
-            info["final_obs"] = obs
-            info["_final_obs"] = finished.clone()
-            self._reset_where(finished)
-            obs = self.obs_tensor()
-        return TensorStep(obs, reward, terminated, truncated, info)
+        return TensorStep(self._autoreset(info, resetting, finished), reward, terminated, truncated, info)
 
     def _check_actions(self, actions: Any) -> torch.Tensor:
         return integer_actions(actions, (self.num_envs,), self.task.vocab_size, self.device)
@@ -287,7 +292,7 @@ class GenerationEnv(gym.Env):
         array = np.asarray(action)
         if array.shape not in ((), (1,)):
             raise InvalidActionError(f"expected one token id (a scalar); got shape {array.shape}.")
-        out = self._batched.step_tensor(torch.as_tensor(array.reshape(1)) if array.dtype.kind in "iu" else array.reshape(1))
+        out = self._batched.step_tensor(array.reshape(1))  # checked there (range, dtype, NaN)
         info = {"reward_base": float(out.info["reward_base"][0])}
         if bool(out.info["_constraint"][0]):
             info["constraint"] = float(out.info["constraint"][0])

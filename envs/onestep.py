@@ -203,16 +203,7 @@ class BatchedOneStepEnv(TensorVectorEnv):
         truncated = torch.zeros_like(finished)
         self.done |= finished
         info = {"constraint": constraint, "_constraint": finished.clone(), "reward_constraint": reward.clone()}
-        obs = self.obs_tensor()
-        if resetting is not None and resetting.any():
-            self._reset_where(resetting)
-            obs = self.obs_tensor()
-        elif self.autoreset_mode == AutoresetMode.SAME_STEP and finished.any():
-            info["final_obs"] = obs
-            info["_final_obs"] = finished.clone()
-            self._reset_where(finished)
-            obs = self.obs_tensor()
-        return TensorStep(obs, reward, terminated, truncated, info)
+        return TensorStep(self._autoreset(info, resetting, finished), reward, terminated, truncated, info)
 
     def check_actions(self, actions: Any) -> torch.Tensor:
         """Validate a batch of actions and return it as a tensor on ``device``.

@@ -145,3 +145,9 @@ def test_vocabulary_mismatch():
     text = message(VocabularyMismatchError, a.check_same, b)
     assert text.startswith("vocabulary mismatch with the checkpoint: sizes 8 vs 8, first difference at id ")
     assert text.endswith("or train a new base generator.")
+
+
+def test_actions_beyond_int64_are_reported_as_given():
+    env = gym.make("TabularSequence-v0")
+    env.reset(seed=0)
+    assert message(InvalidActionError, env.step, 2**63) == "actions must be token ids in [0, 4); got [9223372036854775808]."
