@@ -19,6 +19,7 @@ import gymnasium as gym
 import torch
 
 from kcrl.agents.soft_pg import SoftPGAgent, SoftPGArgs
+from kcrl.benchmarks import suite_config
 from kcrl.benchmarks.report import markdown_table, write_results
 
 TARGET = 1.3
@@ -26,12 +27,15 @@ TARGET = 1.3
 
 @dataclass
 class AgentCostConfig:
-    """Sizes measured: (num_envs, vocab_size, length, hidden)."""
+    """Configuration of the agent-cost suite (the defaults are the full size; sizes in
+    ``benchmarks/suites/agent-cost.yaml``)."""
 
     sizes: tuple[tuple[int, int, int, int], ...] = ((1024, 4, 4, 128), (1024, 16, 5, 256), (256, 16, 5, 512))
+    """sizes measured: (num_envs, vocab_size, length, hidden)"""
     repeats: int = 21
     """timed (iteration, bare) pairs per size, interleaved, after 3 warm-ups; medians are reported"""
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
+    """torch device (default: cuda when a GPU is visible)"""
 
 
 def _sync(device: torch.device) -> None:
@@ -74,9 +78,9 @@ def measure(num_envs: int, vocab_size: int, length: int, hidden: int, repeats: i
 
 def run(seed: int = 0, out: Path | None = None, quick: bool = False, progress: bool = True,
         config: AgentCostConfig | None = None) -> dict:
-    config = config or AgentCostConfig()
+    config = config or suite_config("agent-cost", quick)
     torch.manual_seed(seed)
-    sizes = config.sizes[:1] if quick else config.sizes
+    sizes = config.sizes
     rows, metrics = [], {"omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "sizes": []}
     for n, v, t, h in sizes:
         m = measure(n, v, t, h, config.repeats, config.device)

@@ -33,6 +33,7 @@ from kcrl.agents.image_generator import (
     train_image_generator,
 )
 from kcrl.agents.implicit_generator import ImplicitGenerator, ImplicitGeneratorArgs, train_mmd
+from kcrl.benchmarks import suite_config
 from kcrl.benchmarks.report import markdown_table, write_results
 from kcrl.envs.digits import (
     StructuredDigitsTask,
@@ -67,7 +68,8 @@ def _mean_ci(values: np.ndarray) -> tuple[float, float]:
 # ---------------------------------------------------------------------- ring-base
 @dataclass
 class RingBaseConfig:
-    """Configuration of the ring-base suite."""
+    """Configuration of the ring-base suite (the defaults are the full size; sizes in
+    ``benchmarks/suites/ring-base.yaml``)."""
 
     n_modes: int = 8
     """K, modes on the ring"""
@@ -76,7 +78,7 @@ class RingBaseConfig:
     std: float = 0.02
     """std of each mode"""
     generator: ImplicitGeneratorArgs = field(default_factory=lambda: ImplicitGeneratorArgs(steps=5000, noise_dim=8, lr=3e-3))
-    """the implicit generator and its MMD training (``--quick``: 1,500 steps)"""
+    """the implicit generator and its MMD training (``--quick``: fewer steps, see ``suites/ring-base.yaml``)"""
     eval_samples: int = 10_000
     """samples scored per row"""
     min_share: float = 0.01
@@ -86,9 +88,7 @@ class RingBaseConfig:
 
 
 def run_ring(seed: int = 0, out: Path | None = None, quick: bool = False, progress: bool = True, config: RingBaseConfig | None = None) -> dict:
-    config = config or RingBaseConfig()
-    if quick:
-        config.generator.steps = min(config.generator.steps, 1500)
+    config = config or suite_config("ring-base", quick)
     config.generator.seed = seed
     env = BatchedOneStepEnv(
         GaussianRingTask(config.n_modes, config.radius, config.std), num_envs=config.eval_samples,
@@ -169,10 +169,11 @@ def _plot_ring(path: Path, data: torch.Tensor, samples: torch.Tensor, task: Gaus
 # ---------------------------------------------------------------------- digits-base
 @dataclass
 class DigitsBaseConfig:
-    """Configuration of the digits-base suite."""
+    """Configuration of the digits-base suite (the defaults are the full size; sizes in
+    ``benchmarks/suites/digits-base.yaml``)."""
 
     generator: ImageGeneratorArgs = field(default_factory=ImageGeneratorArgs)
-    """the encoder-decoder and its MLE schedule (``--quick``: 1 epoch of 2,000 pairs)"""
+    """the encoder-decoder and its MLE schedule (``--quick``: a shorter schedule, see ``suites/digits-base.yaml``)"""
     test_pairs: int = 1000
     """(target, source) test pairs scored (evaluation seed fixed)"""
     valid_pairs: int = 1000
@@ -182,10 +183,7 @@ class DigitsBaseConfig:
 
 
 def run_digits(seed: int = 0, out: Path | None = None, quick: bool = False, progress: bool = True, config: DigitsBaseConfig | None = None) -> dict:
-    config = config or DigitsBaseConfig()
-    if quick:
-        config.generator.epochs = 1
-        config.generator.pairs_per_epoch = min(config.generator.pairs_per_epoch, 2000)
+    config = config or suite_config("digits-base", quick)
     config.generator.seed = seed
     train = StructuredDigitsTask("train").to(config.device)
     test = StructuredDigitsTask("test").to(config.device)

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from kcrl.agents.lstm_generator import LSTMGenerator, MLEArgs, train_mle
+from kcrl.benchmarks import suite_config
 from kcrl.benchmarks.report import markdown_table, write_results
 from kcrl.envs.oracle import ORACLE_SEED, SEQGAN_TRAIN_SAMPLES, OracleWorld
 from kcrl.oracle_metrics import evaluate_generator, nll_oracle, oracle_floor, uniform_nll_oracle
@@ -36,7 +37,8 @@ PUBLISHED = {"floor": 5.75, "uniform": 11.43, "MLE": 9.038, "scheduled sampling"
 
 @dataclass
 class OracleMLEConfig:
-    """Configuration of the oracle-mle suite (defaults: SeqGAN's published setting)."""
+    """Configuration of the oracle-mle suite (defaults: SeqGAN's published setting, the full size;
+    sizes in ``benchmarks/suites/oracle-mle.yaml``)."""
 
     vocab_size: int = 5000
     """V, the oracle's vocabulary"""
@@ -70,14 +72,6 @@ class OracleMLEConfig:
     """torch device"""
 
 
-def quick_config() -> OracleMLEConfig:
-    """A small setting that finishes in about a minute on one core."""
-    return OracleMLEConfig(
-        vocab_size=500, length=10, train_samples=2_000, valid_samples=500, test_samples=2_000,
-        eval_samples=2_000, mle=MLEArgs(epochs=15, keep_best=False), curve_every=5, curve_samples=500,
-    )
-
-
 def reference_points(oracle_seed: int, n: int = 2_000, sample_seed: int = 0) -> tuple[float, float]:
     """(floor, uniform) of the full-spec oracle seeded ``oracle_seed``, from n samples each.
 
@@ -100,7 +94,7 @@ def run(
     config: OracleMLEConfig | None = None,
     progress: bool = True,
 ) -> dict:
-    config = config or (quick_config() if quick else OracleMLEConfig())
+    config = config or suite_config("oracle-mle", quick)
     config.mle.seed = seed
     torch.manual_seed(seed)
     world = OracleWorld(

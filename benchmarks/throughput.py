@@ -26,13 +26,14 @@ import os
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import torch
 
+from kcrl.benchmarks import suite_config
 from kcrl.benchmarks.report import markdown_table, write_results
 from kcrl.progress import progress as progress_bar
 
@@ -75,7 +76,8 @@ def _default_sb3_settings() -> list[SB3Setting]:
 
 @dataclass
 class ThroughputConfig:
-    """Configuration of the throughput suite."""
+    """Configuration of the throughput suite (the defaults are the full size; sizes in
+    ``benchmarks/suites/throughput.yaml``)."""
 
     env_id: str = "TabularSequence-v0"
     """environment of every measurement"""
@@ -98,17 +100,9 @@ class ThroughputConfig:
     sb3_tokens: int = 4096
     """least env steps per timed SB3 run"""
     sb3: list[SB3Setting] = field(default_factory=_default_sb3_settings)
+    """the SB3 PPO settings timed against soft-PG"""
     device: str = "cpu"
     """torch device of kcrl's env and agent"""
-
-
-def quick_config() -> ThroughputConfig:
-    """The small size: one agent task, one timed run each (finishes in well under a minute)."""
-    settings = _default_sb3_settings()
-    return ThroughputConfig(
-        env_seconds=0.15, repeats=1, agent_tasks=((4, 4),), agent_iterations=4, sb3_tokens=2048,
-        sb3=[settings[0], settings[2], settings[4]],
-    )
 
 
 def _rate(step: Callable[[], int], seconds: float, repeats: int, warmup: int = 2) -> float:
@@ -242,7 +236,7 @@ def run(
     seed: int = 0, out: Path | None = None, quick: bool = False, config: ThroughputConfig | None = None,
     progress: bool = True,
 ) -> dict:
-    config = config or (quick_config() if quick else ThroughputConfig())
+    config = config or suite_config("throughput", quick)
     threads = os.environ.get("OMP_NUM_THREADS", "1")
     torch.set_num_threads(int(threads))
     torch.manual_seed(seed)
@@ -311,5 +305,5 @@ def run(
     if out is not None:
         command = f"OMP_NUM_THREADS={threads} kcrl bench throughput --seed {seed}{' --quick' if quick else ''} --out {out}"
         markdown = f"command: `{command}`\n\n" + table
-        write_results(out, "throughput", seed, asdict(config), metrics, markdown, command=command)
+        write_results(out, "throughput", seed, config, metrics, markdown, command=command)
     return {"metrics": metrics, "table": table}

@@ -1,10 +1,17 @@
 """The ``kcrl`` command line.
 
     kcrl bench --list
-    kcrl bench SUITE [--seed N] [--out DIR] [--quick] [--backend local|ray] [--jobs N]
+    kcrl bench SUITE [--seed N] [--out DIR] [--quick] [--config FILE.yaml] [--backend local|ray] [--jobs N]
+    kcrl bench SUITE --print-config [--quick] [--config FILE.yaml]
     kcrl train CONFIG --out DIR [--resume] [--tensorboard] [--ddp [--ddp-sampling sharded|replicated]]   (--ddp under torchrun)
     kcrl sample DIR [-n N] [--seed S]
     kcrl evaluate DIR
+
+A suite runs at the size in ``benchmarks/suites/SUITE.yaml`` (``full``, or ``quick`` with
+``--quick``); ``--config FILE.yaml`` applies a user's overrides on top (the keys of the suite's config
+dataclass, nested as ``--print-config`` shows them; unknown keys are rejected before anything runs),
+and ``--print-config`` prints the resolved config as YAML and exits. Every result folder holds the
+resolved config as ``config.yaml``.
 """
 
 from __future__ import annotations
@@ -17,9 +24,12 @@ from pathlib import Path
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from kcrl.benchmarks import SUITES, get_suite
+    from kcrl.benchmarks import SUITES, get_suite, suite_config, suite_schema
+    from kcrl.errors import ConfigError
 
     if args.list or args.suite is None:
+        if args.print_config or args.config:
+            raise ConfigError("--print-config and --config need a SUITE: kcrl bench SUITE --print-config (see kcrl bench --list).")
         width = max(len(n) for n in SUITES)
         for name, (description, _) in SUITES.items():
             print(f"{name:<{width}}  {description}")
@@ -27,11 +37,22 @@ def _bench(args: argparse.Namespace) -> int:
     from kcrl.benchmarks.runner import run_suite
 
     get_suite(args.suite)  # unknown names fail before anything runs
+    config = None  # unknown config keys and values of the wrong type fail before anything runs, too
+    if args.config or args.print_config or suite_schema(args.suite) is not None:
+        config = suite_config(args.suite, quick=args.quick, path=args.config)
+    if args.print_config:
+        from kcrl.config import dump_yaml
+
+        command = f"kcrl bench {args.suite}" + (" --quick" if args.quick else "") + (f" --config {args.config}" if args.config else "")
+        print(f"# {command}: the resolved {type(config).__name__}")
+        print(dump_yaml(config), end="")
+        return 0
     out = Path(args.out) if args.out else Path("runs") / f"{args.suite}-seed{args.seed}"
     result = run_suite(args.suite, seed=args.seed, out=out, quick=args.quick, show_progress=not args.no_progress,
-                       backend=args.backend, jobs=args.jobs, ray_address=args.ray_address)
+                       backend=args.backend, jobs=args.jobs, ray_address=args.ray_address, config=config)
     print(result["table"])
-    print(f"\nwrote {out / 'results.json'} and {out / 'results.md'}")
+    written = [str(out / name) for name in ("results.json", "config.yaml", "results.md") if (out / name).exists()]
+    print(f"\nwrote {', '.join(written)}")
     if result["metrics"].get("passed") is False:
         print("FAILED: a metric missed its target (see the table).", file=sys.stderr)
         return 1
@@ -80,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seed", type=int, default=0, help="seed of the run (default 0)")
     bench.add_argument("--out", help="output folder (default runs/SUITE-seedN)")
     bench.add_argument("--quick", action="store_true", help="the small size that finishes in minutes")
+    bench.add_argument("--config", metavar="FILE.yaml",
+                       help="YAML overrides of the suite's config (keys as --print-config shows them; unknown keys are rejected)")
+    bench.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     bench.add_argument("--no-progress", action="store_true", help="hide progress bars")
     bench.add_argument("--backend", choices=["local", "ray"], default="local", help="where a suite's runs execute")
     bench.add_argument("--jobs", type=int, default=1, help="parallel runs (local processes or Ray CPUs)")

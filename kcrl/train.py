@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from kcrl.checkpoint import atomic_write_text
+from kcrl.config import dump_yaml, from_mapping, load_yaml
 from kcrl.errors import ConfigError, did_you_mean, unknown_name
 from kcrl.trainer import PRConfig, PRTrainer
 
@@ -49,35 +49,24 @@ class TrainConfig:
     world: dict = field(default_factory=dict)
     """keyword arguments of the world (vocab_size, length, constraint_scale, alpha)"""
     trainer: PRConfig = field(default_factory=lambda: PRConfig(iterations=400, samples=4096, mle_weight=0.1, constraint_steps=5))
+    """Algorithm 1 settings (keys given here override these defaults; its ``variant`` and ``seed`` come from the top-level keys)"""
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        """Build from a mapping (:func:`kcrl.config.from_mapping`): unknown keys and wrong types are rejected."""
         if not isinstance(values, dict):
             raise ConfigError(f"a train config must be a mapping of keys to values; got {type(values).__name__}.")
-        known = {f.name for f in fields(cls)}
-        for key in values:
-            if key not in known:
-                raise ConfigError(f"unknown config key {key!r}.{did_you_mean(key, known)} Known: {', '.join(sorted(known))}.")
-        values = dict(values)
-        if values.get("task", "tabular") not in TASKS:
-            raise unknown_name("task", values["task"], TASKS)
-        for key in values.get("world", {}):
+        config = from_mapping(cls, values)
+        if config.task not in TASKS:
+            raise unknown_name("task", config.task, TASKS)
+        for key in config.world:
             if key not in WORLD_KEYS:
                 raise ConfigError(f"unknown world key {key!r}.{did_you_mean(key, WORLD_KEYS)} Known: {', '.join(WORLD_KEYS)}.")
-        defaults = cls().trainer
-        trainer = PRConfig.from_dict({**asdict(defaults), **values.pop("trainer", {})})
-        return cls(**values, trainer=trainer)
+        return config
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "TrainConfig":
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {str(path)!r} does not exist.")
-        try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
-        return cls.from_dict(values)
+        return cls.from_dict(load_yaml(path) or {})
 
 
 def _build(config: TrainConfig):
@@ -152,7 +141,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, show_progr
     world, data, generator, constraint, variant = _build(config)
     trainer = trainer_factory(generator, constraint, (data, None), replace(config.trainer, variant=variant, seed=config.seed))
     if trainer.is_main_process:
-        atomic_write_text(out / "config.yaml", yaml.safe_dump(asdict(config), sort_keys=False))
+        atomic_write_text(out / "config.yaml", dump_yaml(config))
     history = trainer.train(out=out, resume=resume, show_progress=show_progress, stop_after=stop_after, tensorboard=tensorboard)
     with torch.no_grad():
         kl = kl_divergence(world.data_log_probs(), generator.log_prob(world.sequences().to(trainer.device)).cpu()).item()

@@ -31,7 +31,7 @@ from __future__ import annotations
 import copy
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -124,14 +124,11 @@ class PRConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "PRConfig":
-        """Build from a dict, rejecting unknown keys (with a suggestion)."""
-        known = {f.name for f in fields(cls)}
-        for key in values:
-            if key not in known:
-                from kcrl.errors import did_you_mean
+        """Build from a mapping over the defaults (:func:`kcrl.config.from_mapping`): unknown keys
+        (with a suggestion) and values of the wrong type are rejected."""
+        from kcrl.config import from_mapping
 
-                raise ConfigError(f"unknown PRConfig key {key!r}.{did_you_mean(key, known)}")
-        return cls(**values)
+        return from_mapping(cls, values)
 
 
 class PRTrainer:

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from dataclasses import fields
 
 import gymnasium as gym
 import numpy as np
@@ -24,6 +25,7 @@ from kcrl.errors import (
     require_optional,
 )
 from kcrl.train import TrainConfig
+from kcrl.trainer import PRConfig
 
 
 def message(exc_type, fn, *args, **kwargs):
@@ -82,7 +84,8 @@ def test_unknown_names_suggest_close_ones():
     with pytest.raises(gym.error.NameNotFound, match="Did you mean: `TabularSequence`"):
         gym.make("TabularSequnce-v0")
     assert message(ConfigError, TrainConfig.from_dict, {"trainer": {"iteratons": 5}}) == (
-        "unknown PRConfig key 'iteratons'. Did you mean 'iterations'?"
+        "unknown config key 'trainer.iteratons'. Did you mean 'iterations'? Known keys of trainer (PRConfig): "
+        + ", ".join(sorted(f.name for f in fields(PRConfig))) + "."
     )
 
 
@@ -151,3 +154,54 @@ def test_actions_beyond_int64_are_reported_as_given():
     env = gym.make("TabularSequence-v0")
     env.reset(seed=0)
     assert message(InvalidActionError, env.step, 2**63) == "actions must be token ids in [0, 4); got [9223372036854775808]."
+
+
+def test_config_errors_name_the_key_and_the_fix(tmp_path, monkeypatch, capsys):
+    import kcrl.benchmarks as benchmarks
+    from kcrl.agents.maxent_irl import MaxEntIRLArgs
+    from kcrl.benchmarks import suite_config
+    from kcrl.benchmarks.throughput import ThroughputConfig
+    from kcrl.cli import main
+    from kcrl.config import from_mapping
+
+    assert message(ConfigError, TrainConfig.from_dict, {"trainer": {"iterations": "5"}}) == (
+        "config key 'trainer.iterations' must be int; got '5' (str)."
+    )
+    assert message(ConfigError, TrainConfig.from_dict, {"sed": 3}) == (
+        "unknown config key 'sed'. Did you mean 'seed'? Known keys of TrainConfig: "
+        "data_samples, seed, task, trainer, variant, world."
+    )
+    assert message(ConfigError, from_mapping, ThroughputConfig, {"agent_tasks": [[4, 4, 4]]}) == (
+        "config key 'agent_tasks[0]' must be a list of 2 items (int, int); got 3 item(s): [4, 4, 4]."
+    )
+    assert message(ConfigError, from_mapping, ThroughputConfig, {"sb3": [{"n_envs": 8}]}) == (
+        "config key 'sb3[0].name' is required (SB3Setting has no default for it)."
+    )
+    path = tmp_path / "over.yaml"
+    path.write_text("irl: {stepz: 3}\n")
+    assert message(ConfigError, suite_config, "tabular-exact", path=path) == (
+        f"config file {str(path)!r}: unknown config key 'irl.stepz'. Did you mean 'steps'? Known keys of irl "
+        "(MaxEntIRLArgs): " + ", ".join(sorted(f.name for f in fields(MaxEntIRLArgs))) + "."
+    )
+    assert message(ConfigError, suite_config, "tabular-exact", path=tmp_path / "nope.yaml") == (
+        f"config file {str(tmp_path / 'nope.yaml')!r} does not exist."
+    )
+    monkeypatch.setitem(benchmarks.SUITES, "untyped", ("a suite without a config", "kcrl.benchmarks.report:git_commit"))
+    assert message(ConfigError, suite_config, "untyped") == (
+        "suite 'untyped' has no typed config: its run function needs an argument `config: SomeConfig | None` "
+        "annotated with a dataclass, so that --config and --print-config know its keys."
+    )
+    monkeypatch.setattr(benchmarks, "SUITE_DIR", tmp_path)
+    (tmp_path / "tabular-exact.yaml").write_text("full: {}\nquik: {}\n")
+    assert message(ConfigError, suite_config, "tabular-exact") == (
+        f"suite file {str(tmp_path / 'tabular-exact.yaml')!r} must hold exactly the mappings full and quick "
+        "(overrides of TabularExactConfig); got ['full', 'quik']. Did you mean 'quick'?"
+    )
+    (tmp_path / "tabular-exact.yaml").write_text("full: {num_envs: many}\nquick: {}\n")
+    assert message(ConfigError, suite_config, "tabular-exact") == (
+        f"suite file {str(tmp_path / 'tabular-exact.yaml')!r}, full: config key 'num_envs' must be int; got 'many' (str)."
+    )
+    assert main(["bench", "--print-config"]) == 2
+    assert capsys.readouterr().err == (
+        "kcrl: error: --print-config and --config need a SUITE: kcrl bench SUITE --print-config (see kcrl bench --list).\n"
+    )

@@ -1,0 +1,287 @@
+"""Typed configuration: a dataclass is the schema, a (YAML) mapping the values.
+
+Every entry point (``kcrl train``, each ``kcrl bench`` suite) has one config dataclass whose
+documented fields are the schema. :func:`from_mapping` builds it from a mapping of overrides:
+
+- nested dataclass fields (``trainer: PRConfig``, ``mle: MLEArgs``, ...) take a mapping that is
+  merged into the field's current value (its default, or ``base``'s), so ``{"trainer":
+  {"iterations": 200}}`` changes one number and keeps the rest of that default;
+- lists become tuples where the field is a tuple (or a ``Sequence``), and lists of dataclasses
+  (``list[SB3Setting]``) are built item by item; a list replaces the old value whole;
+- ints are accepted for floats (and, since PyYAML reads ``3e-3`` as a string, so are strings
+  that spell a number);
+- an unknown key is rejected with its dotted path, a close name and the known ones; a value of the
+  wrong type with the expected type and what arrived.
+
+:func:`to_mapping` is the inverse: plain dicts, lists and scalars that ``yaml.safe_dump`` writes
+and :func:`from_mapping` reads back to an equal config.
+
+>>> from kcrl.benchmarks.tabular_joint import TabularJointConfig
+>>> config = from_mapping(TabularJointConfig, {"seeds": 2, "variants": ["base", "learned"], "trainer": {"iterations": 200}})
+>>> config.seeds, config.variants, config.trainer.iterations, config.trainer.samples
+(2, ('base', 'learned'), 200, 4096)
+>>> from_mapping(TabularJointConfig, to_mapping(config)) == config
+True
+>>> from_mapping(TabularJointConfig, {"trainer": {"iteratons": 5}})
+Traceback (most recent call last):
+    ...
+kcrl.errors.ConfigError: unknown config key 'trainer.iteratons'. Did you mean 'iterations'? Known keys of trainer (PRConfig): ...
+>>> from_mapping(TabularJointConfig, {"seeds": "three"})
+Traceback (most recent call last):
+    ...
+kcrl.errors.ConfigError: config key 'seeds' must be int; got 'three' (str).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import reprlib
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path, PurePath
+from typing import Any, TypeVar
+
+from kcrl.errors import ConfigError, did_you_mean
+
+T = TypeVar("T")
+
+_repr = reprlib.Repr()
+_repr.maxstring = 60
+_repr.maxother = 60
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    """The resolved field types of a dataclass (its annotations may be strings)."""
+    return typing.get_type_hints(cls)
+
+
+def _init_fields(cls: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls) if f.init}
+
+
+def _has_default(f: dataclasses.Field) -> bool:
+    return f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+
+
+def _path(where: str, key: Any) -> str:
+    return f"{where}.{key}" if where else str(key)
+
+
+def _type_name(tp: Any) -> str:
+    """How a field type reads in a message: ``int``, ``a list of int``, ``a mapping (PRConfig)``."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in args)
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return f"a mapping ({tp.__name__})"
+    if tp in (tuple, list) or origin in (tuple, list, Sequence):
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return f"a list of {len(args)} items ({', '.join(_type_name(a) for a in args)})"
+        return f"a list of {_type_name(args[0])}" if args else "a list"
+    if tp is dict or origin in (dict, Mapping):
+        return "a mapping"
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    return getattr(tp, "__name__", str(tp))
+
+
+def _wrong_type(path: str, tp: Any, value: Any) -> ConfigError:
+    error = ConfigError(f"config key {path!r} must be {_type_name(tp)}; got {_repr.repr(value)} ({type(value).__name__}).")
+    error.key_path = path  # which value was of the wrong type (the union case below re-words it)
+    return error
+
+
+def _convert(tp: Any, value: Any, path: str, current: Any = None) -> Any:
+    """``value`` checked against the field type ``tp`` (and converted: list -> tuple, int -> float)."""
+    if tp is Any or tp is object:
+        return value
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:  # X | None: X's own errors inside the value (e.g. an unknown nested key)
+            try:
+                return _convert(options[0], value, path, current)
+            except ConfigError as exc:
+                if getattr(exc, "key_path", None) == path:  # the value itself: say "X or null"
+                    raise _wrong_type(path, tp, value) from None
+                raise
+        for option in options:
+            try:
+                return _convert(option, value, path, current)
+            except ConfigError:
+                continue
+        raise _wrong_type(path, tp, value)
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):  # already built (a config made in Python)
+            return value
+        if not isinstance(value, Mapping):
+            raise _wrong_type(path, tp, value)
+        return from_mapping(tp, value, path, current if isinstance(current, tp) else None)
+    if tp in (tuple, list) or origin in (tuple, list, Sequence):
+        if not isinstance(value, (list, tuple)):
+            raise _wrong_type(path, tp, value)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(
+                    f"config key {path!r} must be {_type_name(tp)}; got {len(value)} item(s): {_repr.repr(value)}."
+                )
+            items = [_convert(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value))]
+        else:
+            item = args[0] if args else Any
+            items = [_convert(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return items if tp is list or origin is list else tuple(items)
+    if tp is dict or origin in (dict, Mapping):
+        if not isinstance(value, Mapping):
+            raise _wrong_type(path, tp, value)
+        key_type, value_type = args if len(args) == 2 else (Any, Any)
+        return {_convert(key_type, k, f"{path}[{k!r}]"): _convert(value_type, v, _path(path, k)) for k, v in value.items()}
+    if origin is typing.Literal:
+        if value not in args:
+            raise _wrong_type(path, tp, value)
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise _wrong_type(path, tp, value)
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _wrong_type(path, tp, value)
+        return value
+    if tp is float:
+        if isinstance(value, bool):
+            raise _wrong_type(path, tp, value)
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 (PyYAML) reads 3e-3 as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise _wrong_type(path, tp, value)
+    if tp is type(None):
+        if value is not None:
+            raise _wrong_type(path, tp, value)
+        return None
+    if isinstance(tp, type) and issubclass(tp, PurePath) and isinstance(value, str):
+        return tp(value)
+    if isinstance(tp, type):
+        if not isinstance(value, tp):
+            raise _wrong_type(path, tp, value)
+        return value
+    return value  # a typing construct this loader does not check
+
+
+def from_mapping(cls: type[T], values: Mapping[str, Any], where: str = "", base: T | None = None) -> T:
+    """The dataclass ``cls`` built from ``values``, on top of ``base`` (default: ``cls``'s defaults).
+
+    ``where`` is the dotted path of ``values`` inside a larger config (it prefixes the keys named
+    in errors). ``base`` is not modified. Raises :class:`~kcrl.errors.ConfigError` for an unknown
+    key, a value of the wrong type or a missing required field; a config's own checks
+    (``__post_init__``) raise their own errors.
+    """
+    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+        raise TypeError(f"from_mapping needs a dataclass type; got {cls!r}.")
+    if base is not None and not isinstance(base, cls):
+        raise TypeError(f"base must be a {cls.__name__}; got {type(base).__name__}.")
+    if not isinstance(values, Mapping):
+        if where:
+            raise _wrong_type(where, cls, values)
+        raise ConfigError(f"a {cls.__name__} is built from a mapping of keys to values; got {type(values).__name__}.")
+    known = _init_fields(cls)
+    for key in values:
+        if key not in known:
+            names = sorted(known)
+            scope = f"{where} ({cls.__name__})" if where else cls.__name__
+            raise ConfigError(
+                f"unknown config key {_path(where, key)!r}.{did_you_mean(str(key), names)} "
+                f"Known keys of {scope}: {', '.join(names)}."
+            )
+    hints = _hints(cls)
+    if base is None:
+        required = [name for name, f in known.items() if not _has_default(f)]
+        for name in required:
+            if name not in values:
+                raise ConfigError(f"config key {_path(where, name)!r} is required ({cls.__name__} has no default for it).")
+        base = cls(**{name: _convert(hints[name], values[name], _path(where, name)) for name in required})
+        values = {k: v for k, v in values.items() if k not in required}
+    else:
+        base = copy.deepcopy(base)
+    changes = {key: _convert(hints[key], value, _path(where, key), getattr(base, key)) for key, value in values.items()}
+    return dataclasses.replace(base, **changes) if changes else base
+
+
+def _plain(value: Any, path: str) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name), _path(path, f.name)) for f in dataclasses.fields(value) if f.init}
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, (str, int, float, bool)):
+                raise ConfigError(f"config key {_path(path, k)!r}: YAML keys must be strings or numbers; got {type(k).__name__}.")
+            out[k] = _plain(v, _path(path, k))
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, PurePath):
+        return str(value)
+    raise ConfigError(
+        f"config key {path!r} holds a {type(value).__name__} ({_repr.repr(value)}), which a YAML config cannot "
+        "hold; use a string, number, bool, list or mapping."
+    )
+
+
+def to_mapping(obj: Any) -> dict[str, Any]:
+    """A config dataclass (or a mapping) as plain, YAML-safe dicts, lists and scalars.
+
+    The inverse of :func:`from_mapping`: ``from_mapping(type(c), to_mapping(c)) == c``.
+    """
+    if not ((dataclasses.is_dataclass(obj) and not isinstance(obj, type)) or isinstance(obj, Mapping)):
+        raise TypeError(f"to_mapping needs a dataclass instance or a mapping; got {type(obj).__name__}.")
+    return _plain(obj, "")
+
+
+def _has_mapping(items: list) -> bool:
+    return any(isinstance(x, dict) or (isinstance(x, list) and _has_mapping(x)) for x in items)
+
+
+@functools.cache
+def _dumper() -> type:
+    """``yaml.SafeDumper`` that writes lists without mappings inline: ``sizes: [[1024, 4, 4, 128]]``."""
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def represent_list(dumper, data):
+        return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=not _has_mapping(data))
+
+    Dumper.add_representer(list, represent_list)
+    return Dumper
+
+
+def dump_yaml(obj: Any) -> str:
+    """A config (dataclass or mapping) as YAML text, fields in their declared order."""
+    import yaml
+
+    return yaml.dump(to_mapping(obj), Dumper=_dumper(), sort_keys=False, allow_unicode=True, width=120)
+
+
+def load_yaml(path: str | Path, what: str = "config file") -> Any:
+    """The parsed contents of a YAML file (``None`` if empty); errors name the file."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} {str(path)!r} does not exist.")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} {str(path)!r} is not valid YAML: {exc}") from exc
