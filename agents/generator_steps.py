@@ -24,6 +24,7 @@ from torch import nn
 from kcrl.agents.adapter_common import as_batched_env
 from kcrl.agents.soft_pg import SoftPGAgent
 from kcrl.envs.generation import BatchedGenerationEnv
+from kcrl.errors import ConfigError
 
 LogitsFn = Callable[[dict[str, torch.Tensor]], torch.Tensor]  # observation tensors -> (N, V) logits
 
@@ -129,9 +130,32 @@ class AgentStep:
     """
 
     def __init__(self, agent: SoftPGAgent, updates: int = 1) -> None:
+        if not isinstance(updates, int) or updates < 1:
+            raise ConfigError(f"updates must be a positive integer (PG updates per Algorithm 1 iteration); got {updates!r}.")
         self.agent, self.updates = agent, updates
+        self._checked = False
+
+    def _check(self, trainer) -> None:
+        """The agent's reward and schedule must agree with the trainer's (checked at the first call)."""
+        args, cfg, task = self.agent.args, trainer.config, self.agent.env.task
+        if task.alpha != cfg.alpha:
+            raise ConfigError(
+                f"the agent's env rewards alpha * f with alpha={task.alpha}, but the trainer's importance weights "
+                f"use alpha={cfg.alpha}; q = p exp(alpha f) / Z must be the same in both. Build the env with "
+                f"alpha={cfg.alpha} or set PRConfig(alpha={task.alpha})."
+            )
+        needed = (cfg.iterations - trainer.iteration) * self.updates + self.agent.iteration
+        if args.lr_decay and args.iterations < needed:
+            raise ConfigError(
+                f"the agent anneals its learning rate to 0 over SoftPGArgs.iterations={args.iterations} updates, but "
+                f"{cfg.iterations} trainer iterations x {self.updates} updates need {needed}; set "
+                f"SoftPGArgs(iterations={needed}) or lr_decay=False."
+            )
+        self._checked = True
 
     def __call__(self, trainer) -> dict[str, float]:
+        if not self._checked:
+            self._check(trainer)
         env = self.agent.env
         env.set_constraint(trainer.constraint)
         env.set_reference(frozen_reference(_module_logits, self.agent.policy))
@@ -150,8 +174,6 @@ def sb3_kcrl_env(model):
     while not isinstance(venv, SB3VecEnv) and hasattr(venv, "venv"):
         venv = venv.venv
     if not isinstance(venv, SB3VecEnv):
-        from kcrl.errors import ConfigError
-
         raise ConfigError(f"the SB3 model must be trained on a kcrl SB3VecEnv; its env is {type(venv).__name__}.")
     return venv
 

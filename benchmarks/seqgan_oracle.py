@@ -46,6 +46,7 @@ from torch import nn
 
 from kcrl.agents.lstm_generator import FILE_FORMAT, LSTMGenerator, MLEArgs, train_mle
 from kcrl.agents.sequence_scorer import SEQGAN_FILTER_SIZES, SEQGAN_NUM_FILTERS, cnn_constraint
+from kcrl.benchmarks import suite_config
 from kcrl.benchmarks.oracle_mle import PUBLISHED
 from kcrl.benchmarks.plots import plot_curves
 from kcrl.benchmarks.report import group_by_variant, markdown_table, write_results
@@ -79,7 +80,7 @@ def _zero_score(x: torch.Tensor, context: torch.Tensor | None = None) -> torch.T
 
 @dataclass
 class SeqGANOracleConfig:
-    """Configuration of the seqgan-oracle suite (defaults: SeqGAN's published setting; see :func:`quick_config`).
+    """Configuration of the seqgan-oracle suite (defaults: SeqGAN's published setting; sizes in ``benchmarks/suites/seqgan-oracle.yaml``).
 
     Cost at the defaults, one core: the base ~30 min (120 epochs); then per Algorithm 1 iteration
     ~2 s for mle and ~7-14 s for binary_d / learned (SeqGAN's CNN on 2 x 256 sequences, 3 steps),
@@ -159,17 +160,6 @@ class SeqGANOracleConfig:
     def full_spec(self) -> bool:
         """Whether the oracle has SeqGAN's sizes (the published numbers apply only then)."""
         return (self.vocab_size, self.length, self.embed_dim, self.hidden_dim) == (5000, 20, 32, 32)
-
-
-def quick_config() -> SeqGANOracleConfig:
-    """The ``--quick`` size: V=500, T=10, a 10-epoch base and 60 PR iterations, 3 seeds (~2-3 min, one core)."""
-    return SeqGANOracleConfig(
-        vocab_size=500, length=10, train_samples=2_000, test_samples=5_000, eval_samples=5_000,
-        base_mle=MLEArgs(epochs=10, keep_best=False),
-        trainer=replace(SeqGANOracleConfig().trainer, iterations=60),
-        scorer_embed_dim=32, scorer_filter_sizes=(1, 2, 3, 4, 5, 10), scorer_num_filters=(32, 32, 32, 32, 32, 32),
-        curve_every=10, curve_samples=2_000,
-    )
 
 
 # ---------------------------------------------------------------------- the world and the shared base
@@ -381,7 +371,7 @@ def tasks(seed: int = 0, quick: bool = False, config: SeqGANOracleConfig | None 
 
     Tasks carry the base's file path, so every run starts from the same weights.
     """
-    config = config or (quick_config() if quick else SeqGANOracleConfig())
+    config = config or suite_config("seqgan-oracle", quick)
     path, info = ensure_base(config, seed, progress)
     out = []
     for v in config.variants:

@@ -23,7 +23,10 @@ from kcrl.posterior import kl_divergence
 from kcrl.stats import mean_ci95, permutation_test
 from kcrl.trainer import PRConfig, PRTrainer
 
-VARIANTS = ("base", "binary_d", "mstep", "fixed_complete", "fixed_incomplete", "learned")
+VARIANTS = ("base", "binary_d", "mstep", "fixed_complete", "fixed_incomplete", "learned", "learned_policy", "learned_agent")
+# Variants whose generator is kcrl's token policy (an MLP) rather than the tabular model: the same
+# learned constraint with Eq. 10 on that policy, or with kcrl's agent as the generator step.
+POLICY_VARIANTS = ("learned_policy", "learned_agent")
 TARGET = 0.02
 NOTES = """
 What the table shows: the learned constraint (Eq. 8 + Eq. 10) brings p_theta from far away to
@@ -35,6 +38,14 @@ data already carry f*, and Eq. 10 tilts p_theta by exp(alpha f) at *every* itera
 constraint keeps pushing after p_theta has absorbed it, whereas a learned one shrinks to zero as the
 model absorbs it (Eq. 8's gap E_data f - E_q f closes). The binary real-vs-generated classifier
 also converges here: on this tiny world its logit can represent log p_data / p_theta exactly.
+
+The last two rows swap the generator for kcrl's token policy (an MLP with its own, slower
+learning rate), first distilled to the same base model: `learned_policy` updates it by Eq. 10,
+`learned_agent` by kcrl's soft-PG agent acting in TabularSequence-v0 with reward alpha f_phi and
+the per-step KL to a frozen copy of the policy (`AgentStep`, one update per iteration), whose
+optimum is the E-step posterior pi_old exp(alpha f_phi) / Z. Both keep L(theta) and Eq. 8. They are
+not comparable to the tabular rows in speed (a different model and learning rate), only to each
+other: same policy, same start, same constraint learning, two generator steps.
 """
 
 
@@ -59,6 +70,14 @@ class TabularJointConfig:
     """the variants compared (see ``VARIANTS``)"""
     eval_every: int = 10
     """iterations between exact-KL evaluations (the learning curves)"""
+    policy_lr: float = 3e-3
+    """learning rate of the token policy in ``learned_policy`` / ``learned_agent`` (its MLE step, and the agent's PG step)"""
+    agent_envs: int = 1024
+    """``learned_agent``: episodes per PG update (sub-envs of the batched env)"""
+    agent_updates: int = 1
+    """``learned_agent``: PG updates per Algorithm 1 iteration (more move further towards q per step, with a staler f)"""
+    distill_steps: int = 300
+    """steps of exact distillation of the token policy onto the base model before training"""
 
 
 def build_variant(world: TabularWorld, variant: str) -> tuple[TabularAutoregressive, TokenPotentialConstraint, str]:
@@ -75,20 +94,56 @@ def build_variant(world: TabularWorld, variant: str) -> tuple[TabularAutoregress
     return generator, TokenPotentialConstraint(world.vocab_size, world.max_length), variant
 
 
+def build_policy(world: TabularWorld, config: TabularJointConfig, seed: int):
+    """kcrl's soft-PG agent on TabularSequence-v0 and its policy as a generator, distilled to the base.
+
+    Distillation minimises the exact ``KL(p_base || pi)`` over all V^T sequences, so the policy
+    variants start where the tabular ones do (up to the distillation error, reported as the start KL).
+    """
+    from kcrl.agents.generator_steps import PolicyGenerator
+    from kcrl.agents.soft_pg import SoftPGAgent, SoftPGArgs
+    from kcrl.envs.tabular import make_tabular_vec_env
+
+    env = make_tabular_vec_env(config.agent_envs, config.vocab_size, config.length, world_seed=seed,
+                               autoreset_mode="Disabled")  # its world is built from the same seed: equal to ``world``
+    updates = config.trainer.iterations * config.agent_updates
+    agent = SoftPGAgent(env, SoftPGArgs(iterations=updates, lr=config.policy_lr, seed=seed))
+    generator = PolicyGenerator.from_agent(agent)
+    sequences = world.sequences()
+    with torch.no_grad():
+        log_p_base = world.base.log_prob(sequences)
+    optimizer = torch.optim.Adam(generator.parameters(), lr=1e-2)
+    for _ in range(config.distill_steps):
+        loss = -(log_p_base.exp() * generator.log_prob(sequences)).sum()  # KL(p_base || pi) + const
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return agent, generator
+
+
 def run_variant(variant: str, seed: int, config: TabularJointConfig, progress: bool = False) -> dict[str, float]:
     """Train one variant on one seed; returns the exact KLs and the trainer's last log line."""
     world = TabularWorld(config.vocab_size, config.length, world_seed=seed)
     data = world.sample_data(config.data_samples, torch.Generator().manual_seed(seed))
     torch.manual_seed(seed)
-    generator, constraint, trainer_variant = build_variant(world, variant)
     log_p_data = world.data_log_probs()
+    generator_step, lr = None, config.trainer.generator_lr
+    if variant in POLICY_VARIANTS:
+        from kcrl.agents.generator_steps import AgentStep
+
+        agent, generator = build_policy(world, config, seed)
+        constraint, trainer_variant, lr = TokenPotentialConstraint(world.vocab_size, world.max_length), "learned", config.policy_lr
+        if variant == "learned_agent":
+            generator_step = AgentStep(agent, updates=config.agent_updates)
+    else:
+        generator, constraint, trainer_variant = build_variant(world, variant)
 
     def exact_kl(_trainer=None) -> dict[str, float]:
         with torch.no_grad():
             return {"kl_exact": kl_divergence(log_p_data, generator.log_prob(world.sequences())).item()}
 
-    cfg = replace(config.trainer, variant=trainer_variant, seed=seed, eval_every=config.eval_every)
-    trainer = PRTrainer(generator, constraint, (data, None), cfg, evaluate=exact_kl)
+    cfg = replace(config.trainer, variant=trainer_variant, seed=seed, eval_every=config.eval_every, generator_lr=lr)
+    trainer = PRTrainer(generator, constraint, (data, None), cfg, evaluate=exact_kl, generator_step=generator_step)
     start = exact_kl()["kl_exact"]
     history = trainer.train(show_progress=progress)
     curve = [(0, start)] + [(h["iteration"], h["kl_exact"]) for h in history if "kl_exact" in h]

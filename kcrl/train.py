@@ -71,11 +71,12 @@ class TrainConfig:
 
 def _build(config: TrainConfig):
     """The world, data and trainer parts a config describes (deterministic in its seed)."""
-    from kcrl.benchmarks.tabular_joint import VARIANTS, build_variant
+    from kcrl.benchmarks.tabular_joint import POLICY_VARIANTS, VARIANTS, build_variant
     from kcrl.envs.tabular import TabularWorld
 
-    if config.variant not in VARIANTS:
-        raise unknown_name("variant", config.variant, VARIANTS)
+    variants = tuple(v for v in VARIANTS if v not in POLICY_VARIANTS)  # the tabular generator's variants
+    if config.variant not in variants:
+        raise unknown_name("variant", config.variant, variants)
     torch.manual_seed(config.seed)
     world = TabularWorld(world_seed=config.seed, **config.world)
     data = world.sample_data(config.data_samples, torch.Generator().manual_seed(config.seed))

@@ -232,11 +232,22 @@ class PRTrainer:
 
         log_p_data = self._global_rows(self._generator_log_prob(x_data, c_data))
         loss = -cfg.mle_weight * log_p_data.mean()  # L(theta): MLE on data
-        if cfg.variant != "base" and self.generator_step is None:
+        if cfg.variant != "base":
             with torch.no_grad():
                 f_q = self._global_rows(self.constraint.predict(x_q, c_q)).view(groups)  # (G, K)
                 f_data = self._global_rows(self.constraint.predict(x_data, c_data))
             weights = ImportanceWeights.from_scores(f_q, cfg.alpha)
+            ess_fraction = weights.ess_fraction.mean().item()
+            if ess_fraction < cfg.ess_warn_fraction:
+                warnings.warn(f"iteration {self.iteration + 1}: ESS/K = {ess_fraction:.3f}", LowESSWarning, stacklevel=2)
+            stats.update(  # logged whichever generator step follows (Eq. 10, Eq. 12 or an agent's)
+                ess=weights.ess.mean().item(),
+                ess_fraction=ess_fraction,
+                log_z=weights.log_z.mean().item(),
+                constraint_gap=(f_data.mean() - weights.expectation(f_q).mean()).item(),
+                constraint_data=f_data.mean().item(),
+            )
+        if cfg.variant != "base" and self.generator_step is None:
             log_p_q = self._global_rows(self._generator_log_prob(x_q, c_q)).view(groups)
             if cfg.generator_update == "eq10":
                 lengths = None
@@ -251,16 +262,6 @@ class PRTrainer:
                 baseline = (rewards.sum(-1, keepdim=True) - rewards) / (k - 1) if k > 1 else torch.zeros_like(rewards)
                 pr_loss = score_function_loss(log_p_q.flatten(), rewards.flatten(), baseline=baseline.flatten())
             loss = loss + cfg.lam * pr_loss
-            ess_fraction = weights.ess_fraction.mean().item()
-            if ess_fraction < cfg.ess_warn_fraction:
-                warnings.warn(f"iteration {self.iteration + 1}: ESS/K = {ess_fraction:.3f}", LowESSWarning, stacklevel=2)
-            stats.update(
-                ess=weights.ess.mean().item(),
-                ess_fraction=ess_fraction,
-                log_z=weights.log_z.mean().item(),
-                constraint_gap=(f_data.mean() - weights.expectation(f_q).mean()).item(),
-                constraint_data=f_data.mean().item(),
-            )
         self._check(loss, "generator loss")
         stats["generator_loss"] = loss.item()
         self.generator_optimizer.zero_grad(set_to_none=True)

@@ -205,3 +205,30 @@ def test_config_errors_name_the_key_and_the_fix(tmp_path, monkeypatch, capsys):
     assert capsys.readouterr().err == (
         "kcrl: error: --print-config and --config need a SUITE: kcrl bench SUITE --print-config (see kcrl bench --list).\n"
     )
+
+
+def test_agent_step_must_agree_with_the_trainer():
+    from kcrl.agents.generator_steps import AgentStep, PolicyGenerator
+    from kcrl.agents.soft_pg import SoftPGAgent, SoftPGArgs
+    from kcrl.constraints import TokenPotentialConstraint
+    from kcrl.trainer import PRTrainer
+
+    assert message(ConfigError, AgentStep, None, updates=0) == \
+        "updates must be a positive integer (PG updates per Algorithm 1 iteration); got 0."
+    env = gym.make_vec("TabularSequence-v0", num_envs=8, vectorization_mode="vector_entry_point", autoreset_mode="Disabled", alpha=2.0)
+    data = env.task.sample_data(16, torch.Generator().manual_seed(0))
+
+    def first_step(agent_args, alpha):
+        agent = SoftPGAgent(env, agent_args)
+        trainer = PRTrainer(PolicyGenerator.from_agent(agent), TokenPotentialConstraint(4, 4), (data, None),
+                            PRConfig(iterations=10, samples=8, data_batch=8, alpha=alpha, checkpoint_every=0),
+                            generator_step=AgentStep(agent, updates=3))
+        trainer.step()
+
+    assert message(ConfigError, first_step, SoftPGArgs(iterations=30), 1.0) == (
+        "the agent's env rewards alpha * f with alpha=2.0, but the trainer's importance weights use alpha=1.0; "
+        "q = p exp(alpha f) / Z must be the same in both. Build the env with alpha=1.0 or set PRConfig(alpha=2.0).")
+    assert message(ConfigError, first_step, SoftPGArgs(iterations=20), 2.0) == (
+        "the agent anneals its learning rate to 0 over SoftPGArgs.iterations=20 updates, but 10 trainer iterations "
+        "x 3 updates need 30; set SoftPGArgs(iterations=30) or lr_decay=False.")
+    first_step(SoftPGArgs(iterations=20, lr_decay=False), 2.0)  # no schedule: any number of updates

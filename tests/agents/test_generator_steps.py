@@ -9,6 +9,7 @@ from kcrl.agents.soft_pg import SoftPGAgent, SoftPGArgs
 from kcrl.benchmarks.tabular_exact import policy_log_probs
 from kcrl.constraints import TokenPotentialConstraint
 from kcrl.posterior import ExactPosterior, kl_divergence
+from kcrl.trainer import PRConfig
 
 
 def _agent(n=256, **args):
@@ -29,8 +30,9 @@ def test_policy_generator_log_prob_matches_sampling_and_enumeration():
 
 
 class _Trainer:  # the part of PRTrainer an AgentStep reads
-    def __init__(self, constraint):
-        self.constraint = constraint
+    def __init__(self, constraint, iterations=1, alpha=1.0):
+        self.constraint, self.iteration = constraint, 0
+        self.config = PRConfig(iterations=iterations, alpha=alpha)
 
 
 def test_agent_step_moves_policy_to_tilted_posterior():
@@ -84,3 +86,20 @@ def sb3_env_reference(model):
     from kcrl.agents.generator_steps import sb3_kcrl_env
 
     return sb3_kcrl_env(model).env.reference
+
+
+def test_trainer_logs_importance_weights_with_an_agent_step():
+    """ESS, log Z and the constraint gap are logged whichever generator step follows Eq. 8."""
+    from kcrl.trainer import PRTrainer
+
+    agent = _agent(64, iterations=6)
+    world = agent.env.task
+    data = world.sample_data(256, torch.Generator().manual_seed(0))
+    trainer = PRTrainer(PolicyGenerator.from_agent(agent), TokenPotentialConstraint(4, 4), (data, None),
+                        PRConfig(iterations=3, samples=64, data_batch=64, checkpoint_every=0),
+                        generator_step=AgentStep(agent, updates=2))
+    history = trainer.train(show_progress=False)
+    assert agent.iteration == 6
+    for record in history:
+        assert {"ess", "ess_fraction", "log_z", "constraint_gap", "agent_soft_return"} <= set(record)
+        assert 0 < record["ess_fraction"] <= 1
