@@ -189,10 +189,13 @@ def sb3_logits_fn(policy: nn.Module) -> LogitsFn:
     object holding graph tensors is left on the policy.
     """
 
+    from stable_baselines3.common.preprocessing import preprocess_obs
+
     def logits(obs: dict[str, torch.Tensor]) -> torch.Tensor:
         sb3_obs = {k: v.to(policy.device) for k, v in obs.items()}
         sb3_obs["length"] = sb3_obs["length"].reshape(-1, 1)
-        features = policy.extract_features(sb3_obs, policy.pi_features_extractor)
+        # the actor's own extractor, shared with the critic or not (SB3's share_features_extractor)
+        features = policy.pi_features_extractor(preprocess_obs(sb3_obs, policy.observation_space, policy.normalize_images))
         return policy.action_net(policy.mlp_extractor.forward_actor(features))
 
     return logits

@@ -7,8 +7,7 @@ with documented fields and the full size as defaults. ``suites/SUITE.yaml`` hold
 suite runs at, as overrides over those defaults: ``full:`` (usually empty) and ``quick:`` (applied on
 top of ``full``). :func:`suite_config` resolves them, then a user's YAML file of overrides (same
 keys as the dataclass) on top; ``kcrl bench SUITE --print-config [--quick] [--config FILE]`` shows
-the result, and every result folder holds it as ``config.yaml``. A suite without a YAML file runs
-at its dataclass defaults, and ``--quick`` at its module's ``quick_config()`` if it has one.
+the result, and every result folder holds it as ``config.yaml``.
 """
 
 from __future__ import annotations
@@ -127,22 +126,20 @@ def suite_config(name: str, quick: bool = False, path: str | Path | None = None)
             "annotated with a dataclass, so that --config and --print-config know its keys."
         )
     file = suite_file(name)
-    if file.is_file():
-        doc = load_yaml(file, "suite file")
-        if not isinstance(doc, dict) or set(doc) != set(SUITE_FILE_KEYS):
-            keys = sorted(map(str, doc)) if isinstance(doc, dict) else type(doc).__name__
-            extra = [k for k in (doc if isinstance(doc, dict) else ()) if k not in SUITE_FILE_KEYS]
-            hint = did_you_mean(str(extra[0]), SUITE_FILE_KEYS) if extra else ""
-            raise ConfigError(
-                f"suite file {str(file)!r} must hold exactly the mappings {' and '.join(SUITE_FILE_KEYS)} "
-                f"(overrides of {schema.__name__}); got {keys}.{hint}"
-            )
-        config = _overrides(schema, doc["full"], f"suite file {str(file)!r}, full")
-        if quick:
-            config = _overrides(schema, doc["quick"], f"suite file {str(file)!r}, quick", base=config)
-    else:
-        module = importlib.import_module(SUITES[name][1].split(":")[0])
-        config = module.quick_config() if quick and hasattr(module, "quick_config") else schema()
+    if not file.is_file():
+        raise ConfigError(f"suite {name!r} has no sizes file {str(file)!r}; add one with `full:` and `quick:` mappings.")
+    doc = load_yaml(file, "suite file")
+    if not isinstance(doc, dict) or set(doc) != set(SUITE_FILE_KEYS):
+        keys = sorted(map(str, doc)) if isinstance(doc, dict) else type(doc).__name__
+        extra = [k for k in (doc if isinstance(doc, dict) else ()) if k not in SUITE_FILE_KEYS]
+        hint = did_you_mean(str(extra[0]), SUITE_FILE_KEYS) if extra else ""
+        raise ConfigError(
+            f"suite file {str(file)!r} must hold exactly the mappings {' and '.join(SUITE_FILE_KEYS)} "
+            f"(overrides of {schema.__name__}); got {keys}.{hint}"
+        )
+    config = _overrides(schema, doc["full"], f"suite file {str(file)!r}, full")
+    if quick:
+        config = _overrides(schema, doc["quick"], f"suite file {str(file)!r}, quick", base=config)
     if path is not None:
         config = _overrides(schema, load_yaml(path), f"config file {str(path)!r}", base=config)
     return config

@@ -103,3 +103,19 @@ def test_trainer_logs_importance_weights_with_an_agent_step():
     for record in history:
         assert {"ess", "ess_fraction", "log_z", "constraint_gap", "agent_soft_return"} <= set(record)
         assert 0 < record["ess_fraction"] <= 1
+
+
+def test_sb3_policy_with_separate_actor_and_critic_extractors():
+    """PolicyGenerator reads the actor's extractor whether or not SB3 shares it with the critic."""
+    from stable_baselines3 import PPO
+
+    from kcrl.agents.sb3 import TokenFeatureExtractor, make_sb3_vec_env
+
+    venv = make_sb3_vec_env("TabularSequence-v0", num_envs=8, seed=0, world_seed=3)
+    model = PPO("MultiInputPolicy", venv, n_steps=8, seed=0, policy_kwargs=dict(
+        features_extractor_class=TokenFeatureExtractor, share_features_extractor=False))
+    gen = PolicyGenerator.from_sb3(model)
+    log_p_all = gen.log_prob(gen.env.task.sequences())
+    assert abs(torch.logsumexp(log_p_all, 0).item()) < 1e-4
+    x, log_p = gen.sample(64, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(gen.log_prob(x), log_p, atol=1e-4, rtol=0)

@@ -22,10 +22,19 @@ def _module(name: str):
     return importlib.import_module(SUITES[name][1].split(":")[0])
 
 
-def test_every_suite_file_names_a_suite():
-    assert set(WITH_YAML) <= set(SUITES)
-    expected = set(SUITES) - {"seqgan-oracle", "agents"}  # those two get their YAML with their modules
-    assert expected <= set(WITH_YAML)
+def test_every_suite_has_a_sizes_file():
+    assert set(WITH_YAML) == set(SUITES)
+
+
+def test_a_suite_without_sizes_file_is_refused(tmp_path, monkeypatch):
+    import kcrl.benchmarks as benchmarks
+    from kcrl.errors import ConfigError
+
+    monkeypatch.setattr(benchmarks, "SUITE_DIR", tmp_path)
+    with pytest.raises(ConfigError) as info:
+        suite_config("tabular-exact")
+    assert str(info.value) == (f"suite 'tabular-exact' has no sizes file {str(tmp_path / 'tabular-exact.yaml')!r}; "
+                               "add one with `full:` and `quick:` mappings.")
 
 
 @pytest.mark.parametrize("name", WITH_YAML)
