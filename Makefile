@@ -1,5 +1,5 @@
 # kcrl: two commands do everything (see README.md).
-#   make bench   set up .venv and run the main job (a small, real benchmark; prints its table)
+#   make bench   set up .venv and run the main job (the quick paper-text suite; prints its table)
 #   make test    set up .venv and run the test suite
 PYTHON ?= python3
 VENV   := .venv
@@ -19,7 +19,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 setup: $(VENV)/.installed
 
 bench: setup
-	$(VENV)/bin/kcrl bench tabular-exact --seed 0 --out runs/tabular-exact
+	$(VENV)/bin/kcrl bench paper-text --quick --out runs/paper-text-quick
 
 test: setup test-fast test-slow
 
