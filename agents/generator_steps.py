@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from gymnasium.vector import AutoresetMode
@@ -23,9 +24,11 @@ from torch import nn
 
 from kcrl.agents.adapter_common import as_batched_env
 from kcrl.agents.soft_pg import SoftPGAgent
+from kcrl.checkpoint import CheckpointError
 from kcrl.envs.generation import BatchedGenerationEnv
 from kcrl.errors import ConfigError
 
+STEP_FORMAT = "kcrl.AgentStep/1"  # the "format" tag of AgentStep.state_dict()
 LogitsFn = Callable[[dict[str, torch.Tensor]], torch.Tensor]  # observation tensors -> (N, V) logits
 
 
@@ -127,6 +130,10 @@ class AgentStep:
 
     The agent's env must be built with ``kl_to_base=True`` (the per-step term becomes the KL to
     the frozen policy copy) and ``autoreset_mode="Disabled"``.
+
+    Checkpointable (:class:`kcrl.trainer.GeneratorStep`): :meth:`state_dict` holds the agent's
+    whole state (:meth:`SoftPGAgent.state_dict`: policy, optimiser, sampling stream, update
+    counter, the env's reset stream), so :class:`~kcrl.trainer.PRTrainer` resumes it exactly.
     """
 
     def __init__(self, agent: SoftPGAgent, updates: int = 1) -> None:
@@ -164,6 +171,21 @@ class AgentStep:
         finally:
             env.set_reference(None)
         return {"agent_soft_return": stats[-1]["soft_return"]}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The agent's state (see :meth:`SoftPGAgent.state_dict`) and ``updates``; ``weights_only``-safe."""
+        return {"format": STEP_FORMAT, "updates": self.updates, "agent": self.agent.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not isinstance(state, dict) or state.get("format") != STEP_FORMAT:
+            found = state.get("format") if isinstance(state, dict) else type(state).__name__
+            raise CheckpointError(f"the checkpoint's generator step is not an AgentStep (format {found!r}).")
+        if state["updates"] != self.updates:
+            raise CheckpointError(
+                f"the checkpoint's AgentStep made {state['updates']} PG updates per iteration; this one makes "
+                f"{self.updates}. Resume with updates={state['updates']}, or start a new run in another folder."
+            )
+        self.agent.load_state_dict(state["agent"])
 
 
 def sb3_kcrl_env(model):
@@ -203,7 +225,14 @@ def sb3_logits_fn(policy: nn.Module) -> LogitsFn:
 
 class SB3Step:
     """Generator step of Algorithm 1 by an SB3 on-policy model (PPO, A2C): ``timesteps`` of ``learn``
-    in the env whose reward is the current constraint plus the KL term to the frozen policy."""
+    in the env whose reward is the current constraint plus the KL term to the frozen policy.
+
+    Not checkpointable: an SB3 model carries state across ``learn`` calls that no checkpoint of
+    kcrl's restores exactly (its rollout's last observations and the episodes in flight in the env,
+    the global NumPy stream its minibatches are drawn from, the progress its schedules read), so
+    it has no ``state_dict``, and :meth:`kcrl.trainer.PRTrainer.train` refuses resumable
+    checkpoints with it (a ``ConfigError``) rather than resume inexactly.
+    """
 
     def __init__(self, model, timesteps: int) -> None:
         self.model, self.timesteps = model, timesteps

@@ -11,6 +11,7 @@ maximised by pi = q ∝ p_theta exp(alpha f) (Hu et al. 2018, Eq. 3).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from gymnasium import spaces
@@ -21,6 +22,8 @@ from kcrl.envs.generation import BatchedGenerationEnv
 from kcrl.progress import progress
 from kcrl.errors import ConfigError
 from kcrl.softrl import soft_returns
+
+STATE_FORMAT = "kcrl.SoftPGAgent/1"  # the "format" tag of SoftPGAgent.state_dict()
 
 
 @dataclass
@@ -215,6 +218,40 @@ class SoftPGAgent:
             history.append(stats)
             bar.set_postfix(soft_return=f"{stats['soft_return']:.3f}", refresh=False)
         return history
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Everything the next update depends on, as tensors, numbers and containers (``weights_only``-safe).
+
+        The policy's parameters, the optimiser's moments, the sampling stream, the update counter
+        (it drives the learning-rate schedule and whether the next rollout reseeds the env) and the
+        env's reset stream (:meth:`~kcrl.envs.generation.TensorVectorEnv.seed_state`). The args,
+        the env's task and the reference model are rebuilt from the config, not saved.
+        """
+        return {
+            "format": STATE_FORMAT,
+            "policy": self.policy.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "iteration": self.iteration,
+            "env": self.env.seed_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output; the agent then continues exactly where it was saved."""
+        from kcrl.checkpoint import CheckpointError
+
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            found = state.get("format") if isinstance(state, dict) else type(state).__name__
+            raise CheckpointError(f"not a SoftPGAgent state (format {found!r}; expected {STATE_FORMAT!r}).")
+        try:
+            self.policy.load_state_dict(state["policy"])
+        except RuntimeError as exc:
+            raise CheckpointError(f"the saved agent state does not fit this policy: {exc}") from exc
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.iteration = int(state["iteration"])
+        self.env.set_seed_state(state["env"])
 
     @torch.no_grad()
     def action_log_probs(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -94,18 +94,21 @@ def build_variant(world: TabularWorld, variant: str) -> tuple[TabularAutoregress
     return generator, TokenPotentialConstraint(world.vocab_size, world.max_length), variant
 
 
-def build_policy(world: TabularWorld, config: TabularJointConfig, seed: int):
+def build_policy(world: TabularWorld, config: TabularJointConfig, seed: int, **world_kwargs):
     """kcrl's soft-PG agent on TabularSequence-v0 and its policy as a generator, distilled to the base.
 
     Distillation minimises the exact ``KL(p_base || pi)`` over all V^T sequences, so the policy
     variants start where the tabular ones do (up to the distillation error, reported as the start KL).
+    ``world_kwargs`` (``constraint_scale``, ``alpha``) go to the agent's env, whose world is built from
+    ``seed`` and must equal ``world``; its ``alpha`` must be the trainer's.
     """
     from kcrl.agents.generator_steps import PolicyGenerator
     from kcrl.agents.soft_pg import SoftPGAgent, SoftPGArgs
     from kcrl.envs.tabular import make_tabular_vec_env
 
+    # its world is built from the same seed (and world_kwargs): equal to ``world``
     env = make_tabular_vec_env(config.agent_envs, config.vocab_size, config.length, world_seed=seed,
-                               autoreset_mode="Disabled")  # its world is built from the same seed: equal to ``world``
+                               autoreset_mode="Disabled", **world_kwargs)
     updates = config.trainer.iterations * config.agent_updates
     agent = SoftPGAgent(env, SoftPGArgs(iterations=updates, lr=config.policy_lr, seed=seed))
     generator = PolicyGenerator.from_agent(agent)

@@ -117,6 +117,27 @@ class TensorVectorEnv(VectorEnv):
         self._reset_where(mask.to(self.device, torch.bool))
         return self.obs_tensor()
 
+    def seed_state(self) -> dict[str, Any]:
+        """What the next resets draw from: per-sub-env seeds, episode counters, whether seeded yet.
+
+        Plain tensors and a bool (checkpoint-safe); :meth:`set_seed_state` restores them, so that a
+        restored env's later resets (e.g. the contexts they draw) continue the saved stream.
+        """
+        return {"seeds": self.seeds.cpu().clone(), "episodes": self.episodes.cpu().clone(), "started": self._started}
+
+    def set_seed_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`seed_state` returned (on this env's device)."""
+        seeds, episodes = torch.as_tensor(state["seeds"]), torch.as_tensor(state["episodes"])
+        if seeds.shape != (self.num_envs,) or episodes.shape != (self.num_envs,):
+            raise ConfigError(
+                f"the saved reset state has seeds of shape {tuple(seeds.shape)} and episode counters of shape "
+                f"{tuple(episodes.shape)}; this env has {self.num_envs} sub-envs. Restore it into an env with the "
+                "same num_envs."
+            )
+        self.seeds = seeds.to(self.device, torch.long).clone()
+        self.episodes = episodes.to(self.device, torch.long).clone()
+        self._started = bool(state["started"])
+
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         mask = None
         if options and "reset_mask" in options:

@@ -22,8 +22,9 @@ Each iteration:
 The trainer takes its parts — generator, constraint, data — as arguments and logs, every
 iteration: ESS and ESS/K, the log Z estimate, the constraint gap E_data f - E_q f, an estimate of
 KL(p_theta || p_theta_0) to the starting model, and any task metrics from ``evaluate``.
-Checkpoints (generator, constraint, optimisers, RNG states, iteration, history) are atomic;
-:meth:`PRTrainer.train` with ``resume=True`` continues exactly where a killed run stopped.
+Checkpoints (generator, constraint, optimisers, RNG states, iteration, history, and the state of
+a :class:`GeneratorStep` that has one) are atomic; :meth:`PRTrainer.train` with ``resume=True``
+continues exactly where a killed run stopped.
 """
 
 from __future__ import annotations
@@ -63,6 +64,29 @@ class ExplicitGenerator(Protocol):
 
     def log_prob(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """Differentiable ``log p_theta(x | context)``, shape ``(N,)``."""
+
+
+class GeneratorStep(Protocol):
+    """A replacement for the Eq. 10/12 PR term: ``step(trainer) -> dict`` of logged numbers.
+
+    Called once per iteration, after the trainer's own L(theta) update, with the trainer (its
+    ``constraint``, ``config``, ``iteration``); e.g. :class:`kcrl.agents.generator_steps.AgentStep`.
+
+    A step that keeps state of its own across calls (an optimiser, a random stream, a counter
+    that drives a schedule) should also have ``state_dict() -> dict`` and ``load_state_dict(dict)``:
+    the trainer then saves that dict in its checkpoint under ``"generator_step"`` and restores it on
+    resume. It must hold only tensors, numbers, strings, lists, tuples and dicts (checkpoints are
+    read with ``torch.load(weights_only=True)``; store random-generator states as tensors). A step
+    without the two methods can still train, but :meth:`PRTrainer.train` refuses to write
+    resumable checkpoints with it (see :func:`checkpointable`).
+    """
+
+    def __call__(self, trainer: "PRTrainer") -> dict[str, float]: ...
+
+
+def checkpointable(step: Any) -> bool:
+    """Whether a generator step can be saved and restored (has ``state_dict`` and ``load_state_dict``)."""
+    return callable(getattr(step, "state_dict", None)) and callable(getattr(step, "load_state_dict", None))
 
 
 @dataclass
@@ -140,9 +164,10 @@ class PRTrainer:
         data: ``(x, context)`` training data (``context`` may be ``None``).
         config: :class:`PRConfig`.
         evaluate: optional ``trainer -> dict[str, float]`` of task metrics (validation data).
-        generator_step: optional ``trainer -> dict`` that replaces the Eq. 10/12 PR term by an agent's
-            updates in the env whose reward is the current constraint (e.g.
-            :class:`kcrl.agents.generator_steps.AgentStep`); L(theta) is still applied here.
+        generator_step: optional ``trainer -> dict`` (a :class:`GeneratorStep`) that replaces the Eq. 10/12
+            PR term by an agent's updates in the env whose reward is the current constraint (e.g.
+            :class:`kcrl.agents.generator_steps.AgentStep`); L(theta) is still applied here. Its
+            ``state_dict()``, if it has one, is part of the trainer's checkpoint.
     """
 
     def __init__(
@@ -152,7 +177,7 @@ class PRTrainer:
         data: tuple[torch.Tensor, torch.Tensor | None],
         config: PRConfig | None = None,
         evaluate: Callable[["PRTrainer"], dict[str, float]] | None = None,
-        generator_step: Callable[["PRTrainer"], dict[str, float]] | None = None,
+        generator_step: GeneratorStep | None = None,
     ) -> None:
         self.config = config = config or PRConfig()
         if config.variant in ("learned", "mstep", "binary_d") and not constraint.learnable:
@@ -328,6 +353,16 @@ class PRTrainer:
         """
         cfg = self.config
         path = Path(out) / "checkpoint.pt" if out is not None else None
+        step = self.generator_step
+        if path is not None and step is not None and not checkpointable(step) and (
+            cfg.checkpoint_every or resume or stop_after is not None
+        ):
+            raise ConfigError(
+                f"the generator step {type(step).__name__} has no state_dict()/load_state_dict(), so a checkpoint "
+                "cannot hold its state and a resumed run would not continue where it stopped. Run it to the end "
+                "without resumable checkpoints (checkpoint_every=0, no stop_after, no resume; the final checkpoint "
+                "then holds the weights only), or give the step both methods (see kcrl.trainer.GeneratorStep)."
+            )
         if resume:
             if path is None:
                 raise ConfigError("resume=True needs the run's output folder (out=...).")
@@ -376,6 +411,8 @@ class PRTrainer:
             "rng": self.rng.get_state(),
             "torch_rng": torch.get_rng_state(),
             "history": self.history,
+            # a checkpointable step's own state (None: no step, or one that cannot be saved)
+            "generator_step": self.generator_step.state_dict() if checkpointable(self.generator_step) else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -386,6 +423,19 @@ class PRTrainer:
             raise CheckpointError(
                 f"the checkpoint was written with a different config (differs in {changed}); resume with the "
                 "same config, or start a new run in another folder."
+            )
+        step, step_state = self.generator_step, state.get("generator_step")
+        if step is not None and not checkpointable(step):
+            raise CheckpointError(
+                f"the generator step {type(step).__name__} has no load_state_dict(), so this trainer cannot be "
+                "restored exactly from a checkpoint (see kcrl.trainer.GeneratorStep)."
+            )
+        if (step is None) != (step_state is None):
+            saved = "no generator step" if step_state is None else f"a generator step ({dict(step_state).get('format')!r})"
+            mine = "none" if step is None else type(step).__name__
+            raise CheckpointError(
+                f"the checkpoint was written with {saved}, but this trainer's generator step is {mine}; resume "
+                "with the same parts, or start a new run in another folder."
             )
         try:
             self.generator.load_state_dict(state["generator"])
@@ -398,5 +448,7 @@ class PRTrainer:
             self.constraint_optimizer.load_state_dict(state["constraint_optimizer"])
         self.rng.set_state(state["rng"])
         torch.set_rng_state(state["torch_rng"])
+        if step is not None:
+            step.load_state_dict(step_state)
         self.iteration = int(state["iteration"])
         self.history = list(state["history"])

@@ -169,7 +169,7 @@ def test_config_errors_name_the_key_and_the_fix(tmp_path, monkeypatch, capsys):
     )
     assert message(ConfigError, TrainConfig.from_dict, {"sed": 3}) == (
         "unknown config key 'sed'. Did you mean 'seed'? Known keys of TrainConfig: "
-        "data_samples, seed, task, trainer, variant, world."
+        "agent, data_samples, generator_step, oracle, seed, task, trainer, variant, world."
     )
     assert message(ConfigError, from_mapping, ThroughputConfig, {"agent_tasks": [[4, 4, 4]]}) == (
         "config key 'agent_tasks[0]' must be a list of 2 items (int, int); got 3 item(s): [4, 4, 4]."
@@ -232,3 +232,125 @@ def test_agent_step_must_agree_with_the_trainer():
         "the agent anneals its learning rate to 0 over SoftPGArgs.iterations=20 updates, but 10 trainer iterations "
         "x 3 updates need 30; set SoftPGArgs(iterations=30) or lr_decay=False.")
     first_step(SoftPGArgs(iterations=20, lr_decay=False), 2.0)  # no schedule: any number of updates
+
+
+def test_train_config_sections_follow_the_task():
+    assert message(ConfigError, TrainConfig.from_dict, {"task": "oracle", "world": {"vocab_size": 3}}) == (
+        "config key 'world' applies only with task: tabular; this config has task: oracle. Drop it, or set task: tabular."
+    )
+    assert message(ConfigError, TrainConfig.from_dict, {"oracle": {"length": 5}}) == (
+        "config key 'oracle' applies only with task: oracle; this config has task: tabular. Drop it, or set task: oracle."
+    )
+    assert message(ConfigError, TrainConfig.from_dict, {"agent": {"envs": 8}}) == (
+        "config key 'agent' applies only with generator_step: agent; this config has generator_step: trainer. "
+        "Drop it, or set generator_step: agent."
+    )
+    assert message(UnknownNameError, TrainConfig.from_dict, {"generator_step": "agnet"}) == (
+        "unknown generator_step 'agnet'. Did you mean 'agent'? Known: agent, trainer."
+    )
+    assert message(UnknownNameError, TrainConfig.from_dict, {"task": "oracle", "variant": "base"}) == (
+        "unknown oracle variant 'base'. Known: binary_d, constant, learned, mle."
+    )
+    assert message(ConfigError, TrainConfig.from_dict, {"task": "oracle", "generator_step": "agent"}) == (
+        "generator_step: agent is available for task: tabular only (kcrl's token policy on TabularSequence-v0); "
+        "got task: oracle. Use generator_step: trainer."
+    )
+    assert message(ConfigError, TrainConfig.from_dict, {"generator_step": "agent", "variant": "base"}) == (
+        "generator_step: agent needs a variant with a PR term; variant 'base' trains by MLE only and never calls "
+        "the agent. Choose e.g. variant: learned, or generator_step: trainer."
+    )
+    assert message(ConfigError, TrainConfig.from_dict, {"task": "oracle", "oracle": {"scorer_num_filters": [4]}}) == (
+        "give one channel count per filter width: 4 widths but 1 counts."
+    )
+
+
+def test_train_resume_and_ddp_errors(tmp_path):
+    from kcrl.train import train
+
+    config = TrainConfig.from_dict({"data_samples": 100, "trainer": {"iterations": 2, "samples": 16}})
+    train(config, tmp_path / "run", show_progress=False, stop_after=1)
+    other = TrainConfig.from_dict({"data_samples": 200, "trainer": {"iterations": 3, "samples": 16}})
+    assert message(ConfigError, train, other, tmp_path / "run", resume=True, show_progress=False) == (
+        f"the run in {str(tmp_path / 'run')!r} was started with a different config (differs in data_samples, "
+        "trainer.iterations); resume it with its own config.yaml, or start a new run in another folder."
+    )
+    agent = TrainConfig.from_dict({"generator_step": "agent"})
+    assert message(ConfigError, train, agent, tmp_path / "ddp", trainer_factory=lambda *a, **k: None) == (
+        "generator_step: agent runs in a single process (the agent is not data-parallel); drop --ddp, or use "
+        "generator_step: trainer."
+    )
+
+
+def _agent_trainer(updates=1, with_step=True, num_envs=8):
+    from kcrl.agents.generator_steps import AgentStep, PolicyGenerator
+    from kcrl.agents.soft_pg import SoftPGAgent, SoftPGArgs
+    from kcrl.constraints import TokenPotentialConstraint
+    from kcrl.trainer import PRTrainer
+
+    env = gym.make_vec("TabularSequence-v0", num_envs=num_envs, vectorization_mode="vector_entry_point", autoreset_mode="Disabled")
+    agent = SoftPGAgent(env, SoftPGArgs(iterations=8 * updates))
+    data = env.task.sample_data(16, torch.Generator().manual_seed(0))
+    return PRTrainer(PolicyGenerator.from_agent(agent), TokenPotentialConstraint(4, 4), (data, None),
+                     PRConfig(iterations=4, samples=8, data_batch=8, checkpoint_every=1),
+                     generator_step=AgentStep(agent, updates=updates) if with_step else None)
+
+
+def test_generator_step_checkpoint_errors(tmp_path):
+    from stable_baselines3 import PPO
+
+    from kcrl.agents.generator_steps import PolicyGenerator, SB3Step
+    from kcrl.agents.sb3 import TokenFeatureExtractor, make_sb3_vec_env
+    from kcrl.constraints import TokenPotentialConstraint
+    from kcrl.trainer import PRTrainer
+
+    venv = make_sb3_vec_env("TabularSequence-v0", num_envs=8, seed=0)
+    model = PPO("MultiInputPolicy", venv, n_steps=8, batch_size=64, n_epochs=1, seed=0,
+                policy_kwargs=dict(features_extractor_class=TokenFeatureExtractor))
+    data = venv.env.task.sample_data(16, torch.Generator().manual_seed(0))
+
+    def sb3_trainer(**overrides):
+        return PRTrainer(PolicyGenerator.from_sb3(model), TokenPotentialConstraint(4, 4), (data, None),
+                         PRConfig(iterations=2, samples=8, data_batch=8, **overrides), generator_step=SB3Step(model, 64))
+
+    assert message(ConfigError, sb3_trainer().train, out=tmp_path / "sb3", show_progress=False) == (
+        "the generator step SB3Step has no state_dict()/load_state_dict(), so a checkpoint cannot hold its state and "
+        "a resumed run would not continue where it stopped. Run it to the end without resumable checkpoints "
+        "(checkpoint_every=0, no stop_after, no resume; the final checkpoint then holds the weights only), or give "
+        "the step both methods (see kcrl.trainer.GeneratorStep)."
+    )
+    assert not (tmp_path / "sb3").exists()  # refused before training
+    sb3_trainer(checkpoint_every=0).train(out=tmp_path / "sb3", show_progress=False)  # to the end: allowed
+    state = load_checkpoint(tmp_path / "sb3" / "checkpoint.pt")
+    assert state["iteration"] == 2 and state["generator_step"] is None
+    assert message(CheckpointError, sb3_trainer(checkpoint_every=0).load_state_dict, state) == (
+        "the generator step SB3Step has no load_state_dict(), so this trainer cannot be restored exactly from a "
+        "checkpoint (see kcrl.trainer.GeneratorStep)."
+    )
+
+    _agent_trainer().train(out=tmp_path / "agent", show_progress=False, stop_after=1)
+    state = load_checkpoint(tmp_path / "agent" / "checkpoint.pt")
+    assert message(CheckpointError, _agent_trainer(with_step=False).load_state_dict, state) == (
+        "the checkpoint was written with a generator step ('kcrl.AgentStep/1'), but this trainer's generator step "
+        "is none; resume with the same parts, or start a new run in another folder."
+    )
+    assert message(CheckpointError, _agent_trainer().load_state_dict, {**state, "generator_step": None}) == (
+        "the checkpoint was written with no generator step, but this trainer's generator step is AgentStep; resume "
+        "with the same parts, or start a new run in another folder."
+    )
+    assert message(CheckpointError, _agent_trainer(updates=2).load_state_dict, state) == (
+        "the checkpoint's AgentStep made 1 PG updates per iteration; this one makes 2. Resume with updates=1, or "
+        "start a new run in another folder."
+    )
+    step_state = state["generator_step"]
+    assert message(CheckpointError, _agent_trainer().generator_step.load_state_dict, {**step_state, "format": "x"}) == (
+        "the checkpoint's generator step is not an AgentStep (format 'x')."
+    )
+    agent = _agent_trainer().generator_step.agent
+    assert message(CheckpointError, agent.load_state_dict, {"format": "kcrl.PRTrainer/1"}) == (
+        "not a SoftPGAgent state (format 'kcrl.PRTrainer/1'; expected 'kcrl.SoftPGAgent/1')."
+    )
+    other = _agent_trainer(num_envs=4).generator_step.agent
+    assert message(ConfigError, other.env.set_seed_state, step_state["agent"]["env"]) == (
+        "the saved reset state has seeds of shape (8,) and episode counters of shape (8,); this env has 4 sub-envs. "
+        "Restore it into an env with the same num_envs."
+    )
