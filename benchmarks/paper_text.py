@@ -35,6 +35,7 @@ import torch
 
 from kcrl.agents.text_generator import TemplateGenerator, TrainerAdapter
 from kcrl.benchmarks import suite_config
+from kcrl.benchmarks.plots import plot_curves
 from kcrl.benchmarks.report import group_by_variant, markdown_table, write_results
 from kcrl.constraints import Constraint, RuleConstraint
 from kcrl.data.corpus import CorpusConfig
@@ -214,6 +215,44 @@ COLUMNS = [
 ]
 
 
+TRAINING_PLOTS = {  # logged quantity -> (file, y label)
+    "ess_fraction": ("ess.png", "ESS / K within a template"),
+    "constraint_gap": ("constraint_gap.png", "constraint gap E_data f - E_q f"),
+    "kl_to_base": ("kl_to_base.png", "KL(p_theta || checkpoint), nats per sentence"),
+}
+
+
+def plot_training(curves: dict[str, list[dict]], out: Path, window: int = 10) -> list[str]:
+    """Training curves of the PR variants (mean ± 95% CI over seeds), one PNG per logged quantity.
+
+    ``curves`` maps ``"variant/seed"`` to the trainer's log lines. Runs with a wall budget end at
+    different iterations, so each variant is cut to its shortest seed; values are averaged over
+    ``window`` iterations (single iterations see 16 templates only). Returns the files written.
+    """
+    by_variant: dict[str, list[list[dict]]] = {}
+    for key, lines in curves.items():
+        if lines and "ess_fraction" in lines[0]:
+            by_variant.setdefault(key.rsplit("/", 1)[0], []).append(lines)
+    written = []
+    colors = {v: f"C{i}" for i, v in enumerate(VARIANTS)}
+    for quantity, (name, label) in TRAINING_PLOTS.items():
+        series = {}
+        for variant, runs in by_variant.items():
+            points = (min(len(r) for r in runs) // window) * window
+            if points == 0:
+                continue
+            x = [float(i + window) for i in range(0, points, window)]
+            series[variant] = [
+                (x, [sum(line[quantity] for line in run[i : i + window]) / window for i in range(0, points, window)])
+                for run in runs
+            ]
+        if series:
+            plot_curves(series, Path(out) / name, label, f"paper-text: {label}", colors=colors,
+                        ylim=(0.0, 1.0) if quantity == "ess_fraction" else None)
+            written.append(name)
+    return written
+
+
 def aggregate(task_list: list[dict], results: list[dict], seed: int, out: Path | None = None) -> dict:
     """The table (mean ± 95% CI over seeds; permutation-test p against base) and the result files."""
     config: PaperTextConfig = task_list[0]["config"]
@@ -279,8 +318,11 @@ def aggregate(task_list: list[dict], results: list[dict], seed: int, out: Path |
             "training.\n\nExamples (first test templates, seed "
             f"{seeds[0]}):\n\n" + "\n".join(lines)
         )
-        write_results(out, "paper-text", seed, config, metrics, text, quick=quick,
-                      curves={f"{t['variant']}/{t['seed']}": r.get("curve", []) for t, r in zip(task_list, results)})
+        curves = {f"{t['variant']}/{t['seed']}": r.get("curve", []) for t, r in zip(task_list, results)}
+        plots = plot_training(curves, out)
+        text += "\n\nTraining (mean ± 95% CI over seeds, averaged over 10 iterations):\n\n" + "\n".join(
+            f"![{name}]({name})" for name in plots)
+        write_results(out, "paper-text", seed, config, metrics, text, quick=quick, curves=curves)
     return {"metrics": metrics, "table": table}
 
 
