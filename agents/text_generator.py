@@ -219,9 +219,16 @@ class TemplateGenerator(nn.Module):
         return torch.log_softmax(self._logits(last, memory)[:, 0], dim=-1), self._flat_state(rnn_state)
 
     # ------------------------------------------------------------------ scoring
-    def token_log_probs(self, x: torch.Tensor, templates: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    def token_log_probs(
+        self, x: torch.Tensor, templates: torch.Tensor, lengths: torch.Tensor | None = None, proposal: bool = False
+    ) -> torch.Tensor:
         """``log p(x_t | x_<t, template)`` per position, ``(N, T)``; 0 after each row's last scored
-        token (``lengths``, default :func:`target_lengths`: through the first ``<eos>``)."""
+        token (``lengths``, default :func:`target_lengths`: through the first ``<eos>``).
+
+        With ``proposal`` the distribution is the one :meth:`sample` draws from with ``forbid_unk``:
+        ``<pad>``, ``<bos>`` and ``<mask>`` never, and ``<unk>`` only while the sentence has written
+        fewer than its template shows (the softmax is renormalised over the allowed tokens).
+        """
         if x.dim() != 2 or templates.dim() != 2 or x.shape[0] != templates.shape[0]:
             raise ShapeError(
                 f"expected x (N, T) and templates (N, L) with the same N; got {tuple(x.shape)} and {tuple(templates.shape)}."
@@ -233,14 +240,24 @@ class TemplateGenerator(nn.Module):
         features = self._features(outputs, memory)  # (N, T, E)
         scored = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]  # (N, T)
         # The output layer dominates the cost: apply it to scored positions only.
-        log_probs = torch.log_softmax(self._project(features[scored]), dim=-1)  # (K, V)
+        logits = self._project(features[scored])  # (K, V)
+        if proposal:
+            banned = torch.zeros(x.shape[0], x.shape[1], self.vocab_size, dtype=torch.bool, device=x.device)  # (N, T, V)
+            banned[..., [PAD_ID, BOS_ID, MASK_ID]] = True
+            unk_before = torch.cumsum((x == UNK_ID).long(), dim=1) - (x == UNK_ID).long()  # (N, T)
+            banned[..., UNK_ID] = unk_before >= (templates == UNK_ID).sum(-1, keepdim=True)
+            logits = logits.masked_fill(banned[scored], float("-inf"))
+        log_probs = torch.log_softmax(logits, dim=-1)  # (K, V)
         picked = log_probs.gather(-1, x[scored][:, None]).squeeze(-1)  # (K,)
         out = torch.zeros(x.shape, dtype=picked.dtype, device=x.device)
         return out.masked_scatter(scored, picked)
 
-    def log_prob(self, x: torch.Tensor, templates: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """``log p_theta(x | template)`` per sentence, ``(N,)``, differentiable (counts ``<eos>``)."""
-        return self.token_log_probs(x, templates, lengths).sum(-1)
+    def log_prob(
+        self, x: torch.Tensor, templates: torch.Tensor, lengths: torch.Tensor | None = None, proposal: bool = False
+    ) -> torch.Tensor:
+        """``log p_theta(x | template)`` per sentence, ``(N,)``, differentiable (counts ``<eos>``);
+        ``proposal``: of the sampler's restricted distribution (see :meth:`token_log_probs`)."""
+        return self.token_log_probs(x, templates, lengths, proposal).sum(-1)
 
     def step_log_probs(self, tokens: torch.Tensor, lengths: torch.Tensor, templates: torch.Tensor) -> torch.Tensor:
         """``log p(. | tokens[:, :lengths], template)`` for each prefix, ``(N, V)``.
@@ -453,12 +470,19 @@ def train_mle(
 class TrainerAdapter(nn.Module):
     """A :class:`TemplateGenerator` behind :class:`kcrl.trainer.PRTrainer`'s generator protocol.
 
-    The context of a sample is its encoded template ``(N, L)``. ``sample`` returns the tokens
-    padded to ``max_length`` and ``log p_theta(x | t)`` at temperature 1 with no token forbidden
-    (the density the importance weights need). With ``forbid_unk`` (the default, as FINDINGS
-    advises) the proposal writes ``<unk>`` only where the template shows it; the trainer's weights
-    ``softmax(alpha f)`` then treat these samples as draws of p_theta, which they are up to the
-    small probability mass of ``<unk>`` filler.
+    The context of a sample is its encoded template ``(N, L)``. With ``forbid_unk`` (the default, as
+    FINDINGS advises) the sampler writes ``<unk>`` only where the template shows it, so its samples
+    are draws of that restricted distribution p~_theta, not of p_theta: ``<unk>`` filler has a large
+    share of p_theta's mass where the real infills hold rare words.
+
+    ``log_prob`` is always ``log p_theta`` (L(theta), MLE on data, uses it). ``density`` says which
+    density ``sample`` returns and ``sample_log_prob`` computes, the one Eq. 10 raises on the samples
+    (``sum_i w_i log p(x_i)``): ``"model"``, ``log p_theta`` with no token forbidden, or
+    ``"proposal"``, ``log p~_theta``, the distribution the samples come from. With ``"model"``, Eq. 10
+    on samples that never hold ``<unk>`` filler also pushes ``p_theta(<unk>)`` down, which costs
+    test perplexity on real sentences (their ``<unk>`` are rare words); with ``"proposal"`` the
+    banned entries get no gradient from the PR term, and ``q ∝ p~_theta exp(alpha f)`` is exactly the
+    posterior the weights ``softmax(alpha f)`` of these samples estimate.
 
     Example:
         >>> from kcrl.data import Vocabulary
@@ -471,9 +495,16 @@ class TrainerAdapter(nn.Module):
         (torch.Size([3, 7]), True)
     """
 
-    def __init__(self, model: TemplateGenerator, max_length: int = 20, temperature: float = 1.0, forbid_unk: bool = True) -> None:
+    def __init__(self, model: TemplateGenerator, max_length: int = 20, temperature: float = 1.0, forbid_unk: bool = True,
+                 density: str = "model") -> None:
         super().__init__()
+        if density not in ("model", "proposal"):
+            raise ConfigError(f"density must be 'model' or 'proposal'; got {density!r}.")
+        if density == "proposal" and (not forbid_unk or temperature != 1.0):
+            raise ConfigError("density='proposal' is the density of the sampler with forbid_unk=True at temperature 1; "
+                              f"got forbid_unk={forbid_unk}, temperature={temperature}.")
         self.model, self.max_length, self.temperature, self.forbid_unk = model, max_length, temperature, forbid_unk
+        self.density = density
 
     def sample(self, n: int, generator: torch.Generator | None = None, context: torch.Tensor | None = None):
         """``(x (n, max_length), log p_theta(x | context) (n,))``: one sentence per template row."""
@@ -481,10 +512,14 @@ class TrainerAdapter(nn.Module):
             got = None if context is None else tuple(context.shape)
             raise ShapeError(f"TrainerAdapter.sample needs one template per sample: context ({n}, L); got {got}.")
         out = self.model.sample(context, self.temperature, generator, self.forbid_unk, self.max_length)
-        return out.tokens, out.log_prob
+        return out.tokens, out.sample_log_prob if self.density == "proposal" else out.log_prob
 
     def log_prob(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """Differentiable ``log p_theta(x | context)``, ``(N,)`` (through each row's ``<eos>``)."""
         if context is None:
             raise ShapeError("TrainerAdapter.log_prob needs the (N, L) templates as context; got None.")
         return self.model.log_prob(x, context)
+
+    def sample_log_prob(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """Differentiable log-density of this adapter's samples under ``density`` (what Eq. 10 raises), ``(N,)``."""
+        return self.model.log_prob(x, context, proposal=self.density == "proposal")

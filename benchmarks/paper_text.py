@@ -101,6 +101,9 @@ class PaperTextConfig:
     """the rule's penalty per ``<unk>`` used as filler"""
     max_length: int = 20
     """most tokens per sentence (``<eos>`` included)"""
+    pr_density: str = "model"
+    """the density Eq. 10 raises on the PR samples: ``model`` (log p_theta) or ``proposal`` (log of the
+    sampler's distribution, ``<unk>`` filler banned; see :class:`~kcrl.agents.text_generator.TrainerAdapter`)"""
     eval_templates: int = 0
     """test templates scored (0: the whole test split)"""
     examples: int = 4
@@ -168,7 +171,7 @@ def run_variant(variant: str, seed: int, config: PaperTextConfig, progress: bool
         kind, trainer_variant = _PLAN[variant]
         torch.manual_seed(seed)
         constraint = build_constraint(kind, len(vocab), config, seed)
-        adapter = TrainerAdapter(model, max_length=config.max_length).train()
+        adapter = TrainerAdapter(model, max_length=config.max_length, density=config.pr_density).train()
         cfg = replace(config.trainer, variant=trainer_variant, seed=seed)
         if config.budget_s is None and cfg.iterations > 10_000:
             raise ConfigError(f"budget_s=None runs exactly trainer.iterations; got {cfg.iterations}, set a number of iterations.")

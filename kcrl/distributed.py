@@ -173,6 +173,11 @@ class DistributedPRTrainer(PRTrainer):
             )
         if sampling not in SAMPLING:
             raise unknown_name("sampling", sampling, SAMPLING)
+        if hasattr(generator, "sample_log_prob"):
+            raise ConfigError(
+                f"{type(generator).__name__} scores its samples with its own sample_log_prob, which DDP cannot "
+                "wrap (gradients are synchronised through forward); train it in one process."
+            )
         self.group, self.sampling = group, sampling
         self.rank, self.world_size = dist.get_rank(group), dist.get_world_size(group)
         self.is_main_process = self.rank == 0

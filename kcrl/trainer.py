@@ -65,6 +65,9 @@ class ExplicitGenerator(Protocol):
     def log_prob(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """Differentiable ``log p_theta(x | context)``, shape ``(N,)``."""
 
+    # Optional: ``sample_log_prob(x, context)``, the density of the distribution ``sample`` draws
+    # from when that is not p_theta itself (a sampler that bans tokens); the PR term uses it.
+
 
 class GeneratorStep(Protocol):
     """A replacement for the Eq. 10/12 PR term: ``step(trainer) -> dict`` of logged numbers.
@@ -273,7 +276,7 @@ class PRTrainer:
                 constraint_data=f_data.mean().item(),
             )
         if cfg.variant != "base" and self.generator_step is None:
-            log_p_q = self._global_rows(self._generator_log_prob(x_q, c_q)).view(groups)
+            log_p_q = self._global_rows(self._sample_log_prob(x_q, c_q)).view(groups)
             if cfg.generator_update == "eq10":
                 lengths = None
                 if cfg.length_normalise:
@@ -316,6 +319,14 @@ class PRTrainer:
     def _generator_log_prob(self, x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
         """Differentiable ``log p_theta(x | context)``, shape ``(n,)``."""
         return self.generator.log_prob(x, context)
+
+    def _sample_log_prob(self, x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+        """Differentiable log-density of the generator's own samples under the distribution its
+        ``sample`` draws from, for the PR term: ``generator.sample_log_prob`` where the generator
+        has one (a sampler that bans tokens, e.g. ``TrainerAdapter(density="proposal")``), else
+        ``log_prob``. L(theta) always uses ``log_prob``: the data are not draws of the sampler."""
+        sample_log_prob = getattr(self.generator, "sample_log_prob", None)
+        return sample_log_prob(x, context) if sample_log_prob is not None else self._generator_log_prob(x, context)
 
     def _constraint_forward(self, x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
         """Differentiable ``f_phi(x | context)``, shape ``(n,)``."""

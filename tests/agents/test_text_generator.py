@@ -116,3 +116,31 @@ def test_mle_learns_a_deterministic_infill():
     assert history[-1]["loss"] < 0.05
     with pytest.raises(ConfigError, match="empty"):
         train_mle(m, data.subset(slice(0, 0)), MLEArgs(steps=1))
+
+
+def test_proposal_density_is_the_samplers_and_leaves_banned_tokens_alone():
+    """``proposal=True`` scores the distribution ``sample(forbid_unk=True)`` draws from: it equals the
+    sampler's own log-probability (also with ``<unk>`` the template shows), and Eq. 10 on it gives the
+    banned ``<unk>`` logit no gradient, where the model density pushes it down."""
+    from kcrl.agents.text_generator import TrainerAdapter
+
+    m = model()
+    templates = torch.cat([TEMPLATES, torch.tensor([[UNK_ID, MASK_ID, UNK_ID, 0]])]).repeat(30, 1)
+    s = m.sample(templates, generator=torch.Generator().manual_seed(2), max_length=6)
+    assert ((s.tokens == UNK_ID).sum(1) <= (templates == UNK_ID).sum(1)).all()
+    assert (s.tokens == UNK_ID).any()  # the template's own <unk> are written
+    proposal = m.log_prob(s.tokens, templates, proposal=True)
+    torch.testing.assert_close(proposal, s.sample_log_prob, rtol=1e-5, atol=1e-4)
+    assert (proposal >= m.log_prob(s.tokens, templates) - 1e-6).all()
+
+    plain = TEMPLATES.repeat(30, 1)  # no <unk> in the templates: <unk> is banned everywhere
+    for density, moves in (("proposal", False), ("model", True)):
+        adapter = TrainerAdapter(m, max_length=6, density=density)
+        x, log_p = adapter.sample(len(plain), torch.Generator().manual_seed(3), context=plain)
+        torch.testing.assert_close(log_p, adapter.sample_log_prob(x, plain), rtol=1e-5, atol=1e-4)
+        m.zero_grad()
+        torch.testing.assert_close(adapter.log_prob(x, plain), m.log_prob(x, plain))  # L(theta) always scores p_theta
+        (-adapter.sample_log_prob(x, plain).mean()).backward()  # Eq. 10 with uniform weights
+        assert (m.out_bias.grad[UNK_ID].abs() > 1e-6) == moves, density
+    with pytest.raises(ConfigError, match="density must be 'model' or 'proposal'"):
+        TrainerAdapter(m, density="q")
