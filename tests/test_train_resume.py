@@ -5,16 +5,12 @@ streams (the agent's too) equal those of an uninterrupted run with the same seed
 """
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
 import yaml
 
+from killrun import kill_and_resume
 from kcrl.checkpoint import load_checkpoint
 from kcrl.train import TrainConfig, evaluate, sample, train
 
@@ -85,29 +81,10 @@ def test_oracle_config_round_trips_and_keeps_only_its_sections(tmp_path):
 
 def test_sigkill_then_resume_on_the_oracle_task(tmp_path):
     values = {**ORACLE, "trainer": {**ORACLE["trainer"], "iterations": 80, "checkpoint_every": 5}}
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(values))
-    reference = train(TrainConfig.from_dict(values), tmp_path / "reference", show_progress=False)
-
-    out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "kcrl.cli", "train", str(path), "--out", str(out), "--no-progress"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if (out / "checkpoint.pt").exists() and load_checkpoint(out / "checkpoint.pt")["iteration"] >= 15:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    killed_at = load_checkpoint(out / "checkpoint.pt")["iteration"]
-    assert 15 <= killed_at < 80 and not (out / "metrics.json").exists()
-
-    done = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert json.loads((out / "metrics.json").read_text()) == json.loads((tmp_path / "reference" / "metrics.json").read_text())
-    assert reference["iteration"] == 80
-    assert_identical(load_checkpoint(out / "checkpoint.pt"), load_checkpoint(tmp_path / "reference" / "checkpoint.pt"))
+    reference, out, _ = kill_and_resume(tmp_path, values, kill_after=15)
+    assert json.loads((out / "metrics.json").read_text()) == json.loads((reference / "metrics.json").read_text())
+    assert json.loads((reference / "metrics.json").read_text())["iteration"] == 80
+    assert_identical(load_checkpoint(out / "checkpoint.pt"), load_checkpoint(reference / "checkpoint.pt"))
 
 
 def test_module_docstring_yaml_examples_are_valid_configs():

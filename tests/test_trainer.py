@@ -1,17 +1,15 @@
 """Algorithm 1 on TabularSequence-v0: exact KLs, baselines, checkpoints that survive SIGKILL."""
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from dataclasses import replace
 
 import pytest
 import torch
 import yaml
 
+from killrun import kill_and_resume
 from kcrl.benchmarks.tabular_joint import TabularJointConfig, run_variant
 from kcrl.checkpoint import CheckpointError, load_checkpoint
 from kcrl.constraints import RuleConstraint, TokenPotentialConstraint
@@ -70,28 +68,9 @@ def test_resume_in_process_is_exact(tmp_path):
 def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
     config = {"seed": 5, "variant": "learned", "data_samples": 2000,
               "trainer": {"iterations": 150, "samples": 1024, "checkpoint_every": 10}}
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    reference = train(TrainConfig.from_dict(config), tmp_path / "reference", show_progress=False)
-
-    out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "kcrl.cli", "train", str(path), "--out", str(out), "--no-progress"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if (out / "checkpoint.pt").exists() and load_checkpoint(out / "checkpoint.pt")["iteration"] >= 30:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    killed_at = load_checkpoint(out / "checkpoint.pt")["iteration"]
-    assert 30 <= killed_at < 150 and not (out / "metrics.json").exists()
-
-    done = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert json.loads((out / "metrics.json").read_text()) == json.loads((tmp_path / "reference" / "metrics.json").read_text())
-    assert reference["iteration"] == 150
+    reference, out, _ = kill_and_resume(tmp_path, config, kill_after=30)
+    assert json.loads((out / "metrics.json").read_text()) == json.loads((reference / "metrics.json").read_text())
+    assert json.loads((reference / "metrics.json").read_text())["iteration"] == 150
 
 
 def test_same_seed_same_metrics(tmp_path):
