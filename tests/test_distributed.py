@@ -203,6 +203,12 @@ def test_one_process_group_is_the_plain_trainer_and_sampling_is_checked():
     try:
         with pytest.raises(UnknownNameError, match="unknown sampling 'shraded'. Did you mean 'sharded'?"):
             DistributedPRTrainer(*_parts(), sampling="shraded")
+        generator, *rest = _parts()
+        generator.sample_log_prob = generator.log_prob  # a sampler with its own density
+        with pytest.raises(ConfigError) as info:
+            DistributedPRTrainer(generator, *rest)
+        assert str(info.value) == (f"{type(generator).__name__} scores its samples with its own sample_log_prob, which "
+                                   "DDP cannot wrap (gradients are synchronised through forward); train it in one process.")
         # with a world of one, the distributed trainer is the plain trainer
         single, plain = DistributedPRTrainer(*_parts(), sampling="sharded"), PRTrainer(*_parts())
         _assert_same_run({"history": single.train(show_progress=False), "state": _state(single)},
