@@ -7,6 +7,7 @@
 * ``TokenNet`` — a preprocessing net for the Dict token observations (embeddings, not one-hots),
   to put inside Tianshou's ``DiscreteActor`` / ``DiscreteCritic``.
 * :func:`make_tianshou_vec_env` — ``gymnasium.make_vec`` + ``TianshouVectorEnv``.
+* :func:`tianshou_logits_fn` — a Tianshou actor as ``kcrl observation tensors -> (N, V) logits``.
 
 Tianshou is an optional dependency (``pip install 'kcrl[tianshou]'``). Importing this module
 does not import it; the first use of ``TianshouVectorEnv``, ``TokenNet`` or
@@ -94,5 +95,18 @@ def make_tianshou_vec_env(
     return venv
 
 
+def tianshou_logits_fn(actor: Any):
+    """Logits of a Tianshou ``DiscreteActor`` (``softmax_output=False``, on :class:`TokenNet`) for kcrl
+    observation tensors (``tokens (N, T)``, ``length (N,)``[, ``context``]): ``obs -> (N, V)``.
+
+    The actor's ``forward`` returns ``(logits, hidden_state)``; the logits are kept.
+    """
+
+    def logits(obs):
+        return actor(obs)[0]
+
+    return logits
+
+
 # The two classes resolve lazily through __getattr__ (they need tianshou).
-__all__ = ["TianshouVectorEnv", "TokenNet", "make_tianshou_vec_env"]  # noqa: F822
+__all__ = ["TianshouVectorEnv", "TokenNet", "make_tianshou_vec_env", "tianshou_logits_fn"]  # noqa: F822

@@ -110,7 +110,9 @@ def sb3_log_probs(model, world: TabularWorld) -> torch.Tensor:
 
 def tianshou_log_probs(actor: torch.nn.Module, world: TabularWorld) -> torch.Tensor:
     """log pi(x) of every sequence under a Tianshou ``DiscreteActor`` (logits output) on TokenNet."""
-    return exact_log_probs(lambda obs: actor(obs)[0], world)
+    from kcrl.agents.tianshou import tianshou_logits_fn
+
+    return exact_log_probs(tianshou_logits_fn(actor), world)
 
 
 @torch.no_grad()

@@ -82,6 +82,48 @@ def test_sb3_policy_as_generator_and_generator_step():
     assert final < start
 
 
+def test_tianshou_policy_as_generator_and_generator_step():
+    import numpy as np
+    import pytest
+
+    pytest.importorskip("tianshou")
+    from tianshou.algorithm import PPO
+    from tianshou.algorithm.modelfree.reinforce import DiscreteActorPolicy
+    from tianshou.algorithm.optim import AdamOptimizerFactory
+    from tianshou.utils.net.discrete import DiscreteActor, DiscreteCritic
+
+    from kcrl.agents.generator_steps import TianshouStep
+    from kcrl.agents.tianshou import TokenNet, make_tianshou_vec_env
+    from kcrl.trainer import PRConfig, PRTrainer
+
+    torch.manual_seed(0)
+    np.random.seed(0)
+    venv = make_tianshou_vec_env("TabularSequence-v0", num_envs=64, seed=0, world_seed=3)
+    space, n_actions = venv.dict_observation_space, venv.single_action_space.n
+    actor = DiscreteActor(preprocess_net=TokenNet(space, (64,)), action_shape=n_actions, softmax_output=False)
+    policy = DiscreteActorPolicy(actor=actor, action_space=venv.single_action_space)
+    ppo = PPO(policy=policy, critic=DiscreteCritic(preprocess_net=TokenNet(space, (64,))),
+              optim=AdamOptimizerFactory(lr=3e-4), ent_coef=0.01)
+    gen = PolicyGenerator.from_tianshou(ppo, venv)
+    world = gen.env.task
+    log_p_all = gen.log_prob(world.sequences())
+    assert abs(torch.logsumexp(log_p_all, 0).item()) < 1e-4
+    x, log_p = gen.sample(128, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(gen.log_prob(x), log_p, atol=1e-4, rtol=0)
+
+    data = world.sample_data(2000, torch.Generator().manual_seed(0))
+    start = kl_divergence(world.data_log_probs(), log_p_all.detach()).item()
+    trainer = PRTrainer(gen, TokenPotentialConstraint(4, 4), (data, None),
+                        PRConfig(iterations=8, samples=512, mle_weight=1.0, generator_lr=1e-2, checkpoint_every=0),
+                        generator_step=TianshouStep(ppo, venv, env_steps=512, batch_size=256, repeat=2))
+    before = [p.detach().clone() for p in actor.parameters()]
+    trainer.train(show_progress=False)
+    assert any((p - b).abs().max() > 0 for p, b in zip(actor.parameters(), before))
+    assert venv.env.reference is None
+    final = kl_divergence(world.data_log_probs(), gen.log_prob(world.sequences()).detach()).item()
+    assert final < start, (start, final)
+
+
 def sb3_env_reference(model):
     from kcrl.agents.generator_steps import sb3_kcrl_env
 
