@@ -42,7 +42,7 @@ from kcrl.agents.image_generator import (
 )
 from kcrl.benchmarks import suite_config
 from kcrl.benchmarks.report import group_by_variant, markdown_table, write_results
-from kcrl.constraints import Constraint, RuleConstraint
+from kcrl.constraints import Constraint, zero_constraint
 from kcrl.envs.digits import StructuredDigitsTask, fixed_structure_constraint, learned_structure_constraint, ssim
 from kcrl.errors import ShapeError, unknown_name
 from kcrl.stats import mean_ci95, permutation_test
@@ -52,17 +52,13 @@ VARIANTS = ("base", "fixed", "learned", "uniform")
 EVAL_SEED = 2018  # test pairs and the evaluation Bernoulli noise are the same for every run
 
 
-def _zero_score(x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-    """f = 0 for every image: uniform importance weights (module level, so tasks pickle)."""
-    return torch.zeros(x.shape[0], device=x.device)
-
 
 def build_constraint(variant: str) -> Constraint:
     """The constraint of a variant: frozen estimator (base, fixed), trainable copy (learned) or f = 0 (uniform)."""
     if variant == "learned":
         return learned_structure_constraint()
     if variant == "uniform":
-        return RuleConstraint(_zero_score, name="zero")
+        return zero_constraint()
     return fixed_structure_constraint()
 
 

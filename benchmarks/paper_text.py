@@ -37,7 +37,7 @@ from kcrl.agents.text_generator import TemplateGenerator, TrainerAdapter
 from kcrl.benchmarks import suite_config
 from kcrl.benchmarks.plots import plot_curves
 from kcrl.benchmarks.report import group_by_variant, markdown_table, write_results
-from kcrl.constraints import Constraint, RuleConstraint
+from kcrl.constraints import Constraint, zero_constraint
 from kcrl.data.corpus import CorpusConfig
 from kcrl.data.templates import MaskingConfig, TemplateRule, TemplateSet, prepare_templates
 from kcrl.data.vocab import PAD_ID
@@ -59,10 +59,6 @@ _PLAN = {
     "uniform": ("zero", "fixed"),
 }
 
-
-def _zero_score(x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-    """f = 0 for every sentence: uniform importance weights (module level, so tasks pickle)."""
-    return torch.zeros(x.shape[0], device=x.device)
 
 
 @dataclass
@@ -113,7 +109,7 @@ class PaperTextConfig:
 def build_constraint(kind: str, vocab_size: int, config: PaperTextConfig, seed: int) -> Constraint:
     """The constraint of a variant: ``rule``, ``learned`` (rule + residual), ``neural`` or ``zero``."""
     if kind == "zero":
-        return RuleConstraint(_zero_score, name="zero")
+        return zero_constraint()
     if kind == "learned":
         from kcrl.constraints import SumConstraint
 

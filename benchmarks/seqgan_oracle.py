@@ -51,7 +51,7 @@ from kcrl.benchmarks.oracle_mle import PUBLISHED
 from kcrl.benchmarks.plots import plot_curves
 from kcrl.benchmarks.report import group_by_variant, markdown_table, write_results
 from kcrl.checkpoint import load_checkpoint, save_checkpoint
-from kcrl.constraints import Constraint, RuleConstraint
+from kcrl.constraints import Constraint, zero_constraint
 from kcrl.envs.oracle import ORACLE_SEED, SEQGAN_TRAIN_SAMPLES, OracleWorld
 from kcrl.errors import ConfigError, ShapeError, unknown_name
 from kcrl.oracle_metrics import evaluate_generator, nll_oracle, oracle_floor, uniform_nll_oracle
@@ -72,10 +72,6 @@ BASE_FORMAT = "kcrl.seqgan-oracle.base/1"
 CURVE_SEED = 7_919  # every learning-curve point scores samples drawn with this seed (common random numbers)
 EVAL_SEED = 10_000  # final scores: samples drawn with EVAL_SEED + the run's seed
 
-
-def _zero_score(x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-    """f = 0 for every sequence: uniform importance weights (module level, so tasks pickle)."""
-    return torch.zeros(x.shape[0], device=x.device)
 
 
 @dataclass
@@ -261,7 +257,7 @@ def build_constraint(variant: str, config: SeqGANOracleConfig, seed: int) -> Con
             config.vocab_size, config.length, embed_dim=config.scorer_embed_dim, filter_sizes=config.scorer_filter_sizes,
             num_filters=config.scorer_num_filters, dropout=config.scorer_dropout, seed=seed,
         ).to(config.device)
-    return RuleConstraint(_zero_score, name="zero")  # mle never reads it; constant's uniform weights
+    return zero_constraint()  # mle never reads it; constant's uniform weights
 
 
 # ---------------------------------------------------------------------- one run

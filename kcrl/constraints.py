@@ -98,6 +98,22 @@ class RuleConstraint(Constraint):
         return f"name={self.name!r}"
 
 
+def _zero_score(x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+    return torch.zeros(x.shape[0], device=x.device)
+
+
+def zero_constraint() -> RuleConstraint:
+    """f = 0 for every sample: uniform importance weights, i.e. the PR term "trains on the model's
+    own samples" (the uniform / constant-reward control of the suites). Picklable.
+
+    Example:
+        >>> import torch
+        >>> zero_constraint().predict(torch.ones(3, 2)).tolist()
+        [0.0, 0.0, 0.0]
+    """
+    return RuleConstraint(_zero_score, name="zero")
+
+
 class NeuralConstraint(Constraint):
     """A learnable constraint from any ``nn.Module`` mapping ``(x, context)`` to ``(N,)``.
 
