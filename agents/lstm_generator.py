@@ -353,6 +353,9 @@ class MLEArgs:
     """sequences per step"""
     lr: float = 0.01
     """Adam learning rate"""
+    final_lr_fraction: float = 1.0
+    """learning rate at the last step as a fraction of ``lr``, reached by linear decay over the
+    run's steps (1.0: constant, SeqGAN's recipe)"""
     max_grad_norm: float = 5.0
     """gradient-norm clip"""
     eval_every: int = 1
@@ -384,12 +387,18 @@ def train_mle(
     import time
 
     args = args or MLEArgs()
-    if args.epochs < 0 or args.batch_size < 1 or args.eval_every < 1:
-        raise ConfigError(f"MLEArgs needs epochs >= 0, batch_size >= 1 and eval_every >= 1; got {args}.")
+    if args.epochs < 0 or args.batch_size < 1 or args.eval_every < 1 or not 0 <= args.final_lr_fraction <= 1:
+        raise ConfigError(
+            f"MLEArgs needs epochs >= 0, batch_size >= 1, eval_every >= 1 and 0 <= final_lr_fraction <= 1; got {args}."
+        )
     train = model._check_tokens(train).to(model.device)
     valid = None if valid is None else model._check_tokens(valid).to(model.device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=args.lr)
+    total_steps = max(1, args.epochs * -(-len(train) // args.batch_size))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 1.0 - (1.0 - args.final_lr_fraction) * min(step, total_steps - 1) / max(1, total_steps - 1)
+    )
     order_rng = torch.Generator().manual_seed(args.seed)
     history: list[dict[str, float]] = []
     best, best_state, stale = float("inf"), None, 0
@@ -407,6 +416,7 @@ def train_mle(
             loss.backward()
             nn.utils.clip_grad_norm_(params, args.max_grad_norm)
             optimizer.step()
+            schedule.step()
             total, count = total + loss.item() * x.numel(), count + x.numel()
         if epoch % args.eval_every and epoch != args.epochs:
             continue

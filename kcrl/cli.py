@@ -45,7 +45,7 @@ def _bench(args: argparse.Namespace) -> int:
 
         command = f"kcrl bench {args.suite}" + (" --quick" if args.quick else "") + (f" --config {args.config}" if args.config else "")
         print(f"# {command}: the resolved {type(config).__name__}")
-        print(dump_yaml(config), end="")
+        print(dump_yaml(config, comments=True), end="")
         return 0
     out = Path(args.out) if args.out else Path("runs") / f"{args.suite}-seed{args.seed}"
     result = run_suite(args.suite, seed=args.seed, out=out, quick=args.quick, show_progress=not args.no_progress,

@@ -34,10 +34,13 @@ kcrl.errors.ConfigError: config key 'seeds' must be int; got 'three' (str).
 
 from __future__ import annotations
 
+import ast
 import copy
 import dataclasses
 import functools
+import inspect
 import reprlib
+import textwrap
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -267,10 +270,63 @@ def _dumper() -> type:
     return Dumper
 
 
-def dump_yaml(obj: Any) -> str:
-    """A config (dataclass or mapping) as YAML text, fields in their declared order."""
+@functools.cache
+def field_docs(cls: type) -> dict[str, str]:
+    """The attribute docstrings of a dataclass's fields (the string literal under each field),
+    one line each, inherited ones included; ``{}`` where the source cannot be read.
+
+    >>> from kcrl.trainer import PRConfig
+    >>> field_docs(PRConfig)["variant"]
+    'one of learned, mstep, binary_d, fixed, base'
+    """
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError, SyntaxError):
+            continue
+        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+        for field_node, doc_node in zip(body, body[1:]):
+            if (isinstance(field_node, ast.AnnAssign) and isinstance(field_node.target, ast.Name)
+                    and isinstance(doc_node, ast.Expr) and isinstance(doc_node.value, ast.Constant)
+                    and isinstance(doc_node.value.value, str)):
+                docs[field_node.target.id] = " ".join(doc_node.value.value.split())
+    return docs
+
+
+def _commented_lines(obj: Any, indent: str, width: int) -> list[str]:
+    """YAML lines of a dataclass instance, each field preceded by its docstring as a comment."""
     import yaml
 
+    docs, lines = field_docs(type(obj)), []
+    for f in dataclasses.fields(obj):
+        if not f.init:
+            continue
+        if f.name in docs:
+            lines += textwrap.wrap(docs[f.name], width=max(40, width - len(indent)), initial_indent=f"{indent}# ",
+                                   subsequent_indent=f"{indent}# ", break_on_hyphens=False)
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            lines.append(f"{indent}{f.name}:")
+            lines += _commented_lines(value, indent + "  ", width)
+        else:
+            text = yaml.dump({f.name: _plain(value, f.name)}, Dumper=_dumper(), sort_keys=False, allow_unicode=True, width=120)
+            lines += [indent + line for line in text.splitlines()]
+    return lines
+
+
+def dump_yaml(obj: Any, comments: bool = False) -> str:
+    """A config (dataclass or mapping) as YAML text, fields in their declared order.
+
+    With ``comments=True`` (a dataclass only) each field is preceded by its documentation as a
+    ``#`` comment, e.g. for ``kcrl bench SUITE --print-config``; the YAML reads back the same.
+    """
+    import yaml
+
+    if comments and dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return "\n".join(_commented_lines(obj, "", 100)) + "\n"
     return yaml.dump(to_mapping(obj), Dumper=_dumper(), sort_keys=False, allow_unicode=True, width=120)
 
 

@@ -143,6 +143,17 @@ def test_round_trip_through_yaml():
     assert from_mapping(Outer, yaml.safe_load(dump_yaml(config))) == config
     assert list(yaml.safe_load(dump_yaml(config))) == [f for f in Outer.__dataclass_fields__]  # declared order
     assert from_mapping(Outer, to_mapping(replace(config, maybe=None))).maybe is None
+    commented = dump_yaml(config, comments=True)  # field docs as comments: the same YAML underneath
+    assert yaml.safe_load(commented) == to_mapping(config)
+    assert "leaves:\n- name: z\n  size: 1" in commented  # a list of dataclasses is written whole, uncommented
+    assert "# required: no default" not in commented
+
+
+def test_field_docs_are_the_attribute_docstrings():
+    from kcrl.config import field_docs
+
+    assert field_docs(Leaf) == {"name": "required: no default"}
+    assert field_docs(PRConfig)["iterations"] == "number of Algorithm 1 iterations"
 
 
 def test_to_mapping_rejects_what_yaml_cannot_hold():

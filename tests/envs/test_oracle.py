@@ -191,6 +191,19 @@ def test_mle_stops_early_and_keeps_the_best_weights():
     assert heldout_nll(model, valid) == pytest.approx(best, abs=1e-5)
 
 
+def test_mle_learning_rate_decays_linearly_to_its_final_fraction():
+    """Two steps (one batch per epoch) with final_lr_fraction=0: the second step has lr 0, so the
+    model equals one trained for a single step at the full rate."""
+    train = OracleLSTM(**SMALL, seed=0).sample(32, gen(0))[0]
+    one, two = (LSTMGenerator(**SMALL, generator=gen(0)) for _ in range(2))
+    train_mle(one, train, args=MLEArgs(epochs=1, batch_size=32), show_progress=False)
+    train_mle(two, train, args=MLEArgs(epochs=2, batch_size=32, final_lr_fraction=0.0), show_progress=False)
+    for a, b in zip(one.parameters(), two.parameters()):
+        assert torch.allclose(a, b, atol=1e-6)
+    with pytest.raises(ConfigError, match=r"0 <= final_lr_fraction <= 1; got MLEArgs\(.*final_lr_fraction=1.5"):
+        train_mle(one, train, args=MLEArgs(final_lr_fraction=1.5), show_progress=False)
+
+
 def test_generator_is_an_eq10_policy():
     """Eq. 10 with all weight on one sample raises that sample's log-probability."""
     from kcrl.losses import weighted_mle_loss
