@@ -78,9 +78,10 @@ EVAL_SEED = 10_000  # final scores: samples drawn with EVAL_SEED + the run's see
 class SeqGANOracleConfig:
     """Configuration of the seqgan-oracle suite (defaults: SeqGAN's published setting; sizes in ``benchmarks/suites/seqgan-oracle.yaml``).
 
-    Cost at the defaults, one core: the base ~30 min (120 epochs); then per Algorithm 1 iteration
-    ~2 s for mle and ~7-14 s for binary_d / learned (SeqGAN's CNN on 2 x 256 sequences, 3 steps),
-    i.e. several hours for 3 seeds x 4 variants x 200 iterations: spread the runs with ``--jobs``.
+    Cost at the defaults, one core: the base ~30 min (120 epochs); then 3 seeds x 4 variants x 100
+    Algorithm 1 iterations with K = 128 samples and a data batch of 128, where one iteration costs
+    ~1-2 s for mle / constant and several seconds for binary_d / learned (SeqGAN's CNN on 2 x 128
+    sequences, 3 steps): about an hour more on one core; spread the runs with ``--jobs``.
     """
 
     vocab_size: int = 5000
@@ -113,8 +114,8 @@ class SeqGANOracleConfig:
     """which rows to run (``base`` is one untrained row; the others are trained over ``seeds``)"""
     trainer: PRConfig = field(
         default_factory=lambda: PRConfig(
-            iterations=200, generator_update="eq10", alpha=1.0, lam=1.0, mle_weight=1.0, samples=256,
-            data_batch=256, constraint_steps=3, generator_lr=1e-3, constraint_lr=1e-3, lr_decay=False,
+            iterations=100, generator_update="eq10", alpha=1.0, lam=1.0, mle_weight=1.0, samples=128,
+            data_batch=128, constraint_steps=3, generator_lr=1e-3, constraint_lr=1e-3, lr_decay=False,
             checkpoint_every=0, ess_warn_fraction=0.0,
         )
     )
