@@ -27,14 +27,22 @@ from kcrl.errors import ConfigError
 
 
 @torch.no_grad()
-def mean_token_nll(model: Any, x: torch.Tensor, temperature: float = 1.0, batch_size: int = 1024) -> float:
-    """``-(1 / (N T)) sum_i log p(x_i)`` of sequences ``x`` ``(N, T)`` under ``model``."""
+def sequence_token_nll(model: Any, x: torch.Tensor, temperature: float = 1.0, batch_size: int = 1024) -> torch.Tensor:
+    """``-log p(x_i) / T`` for each sequence of ``x`` ``(N, T)`` under ``model``: ``(N,)`` float64 on the CPU."""
     if x.dim() != 2 or x.numel() == 0:
         raise ConfigError(f"expected a non-empty batch of sequences (N, T); got shape {tuple(x.shape)}.")
-    total = 0.0
-    for chunk in x.split(batch_size):
-        total -= model.log_prob(chunk.to(model.device), temperature=temperature).double().sum().item()
-    return total / x.numel()
+    chunks = [-model.log_prob(c.to(model.device), temperature=temperature).double().cpu() for c in x.split(batch_size)]
+    return torch.cat(chunks) / x.shape[1]
+
+
+def mean_token_nll(model: Any, x: torch.Tensor, temperature: float = 1.0, batch_size: int = 1024) -> float:
+    """``-(1 / (N T)) sum_i log p(x_i)`` of sequences ``x`` ``(N, T)`` under ``model``."""
+    return sequence_token_nll(model, x, temperature, batch_size).mean().item()
+
+
+def ci95_of_mean(values: torch.Tensor) -> float:
+    """Half-width of the normal 95% interval of the mean of ``values`` ``(N,)``: 1.96 s / sqrt(N)."""
+    return 1.96 * values.std().item() / len(values) ** 0.5 if len(values) > 1 else float("nan")
 
 
 @torch.no_grad()
@@ -93,14 +101,17 @@ def evaluate_generator(
 
     Every temperature is scored on its own n fresh samples (generator seeded ``seed`` afresh, so
     the numbers do not depend on which other temperatures were asked for). Returns
-    ``{"T=1.0": {"nll_oracle": ..., "heldout_nll": ..., "self_nll": ...}, ...}``.
+    ``{"T=1.0": {"nll_oracle": ..., "nll_oracle_ci95": ..., "heldout_nll": ..., "self_nll": ...}, ...}``,
+    where ``nll_oracle_ci95`` is the half-width of the 95% interval of NLL_oracle over the n samples.
     """
     results = {}
     for temperature in temperatures:
         gen = torch.Generator(model.device).manual_seed(seed)
         x, log_p = model.sample(n, gen, temperature=temperature, length=length)
+        per_sequence = sequence_token_nll(oracle, x)  # (n,)
         results[f"T={temperature:g}"] = {
-            "nll_oracle": mean_token_nll(oracle, x),
+            "nll_oracle": per_sequence.mean().item(),
+            "nll_oracle_ci95": ci95_of_mean(per_sequence),  # sampling error of NLL_oracle over the n samples
             "heldout_nll": heldout_nll(model, heldout, temperature),
             "self_nll": -log_p.double().sum().item() / x.numel(),
         }

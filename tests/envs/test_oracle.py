@@ -17,7 +17,8 @@ from kcrl.envs.oracle import OracleLikelihoodConstraint, OracleLSTM, OracleWorld
 from kcrl.errors import ConfigError, ShapeError, UnknownNameError
 from kcrl.losses import constraint_loss
 from kcrl.oracle_metrics import (
-    evaluate_generator, heldout_nll, mean_token_nll, nll_oracle, oracle_floor, self_nll, uniform_nll_oracle,
+    ci95_of_mean, evaluate_generator, heldout_nll, mean_token_nll, nll_oracle, oracle_floor, self_nll, sequence_token_nll,
+    uniform_nll_oracle,
 )
 from kcrl.posterior import ImportanceWeights
 
@@ -136,6 +137,16 @@ def test_nll_oracle_and_heldout_nll_are_means_over_samples():
     assert self_nll(model, 500, gen(1)) == pytest.approx(-log_p.sum().item() / x.numel(), rel=1e-5)
     data = oracle.sample(300, gen(2))[0]
     assert heldout_nll(model, data) == pytest.approx(-model.log_prob(data).sum().item() / data.numel(), rel=1e-5)
+
+
+def test_evaluate_generator_gives_the_sampling_interval_of_nll_oracle():
+    oracle, model = OracleLSTM(**SMALL, seed=0), LSTMGenerator(**SMALL, generator=gen(9))
+    scores = evaluate_generator(oracle, model, oracle.sample(100, gen(2))[0], n=400, seed=3)["T=1"]
+    x, _ = model.sample(400, gen(3))
+    per_sequence = -oracle.log_prob(x).double() / x.shape[1]  # (400,)
+    assert scores["nll_oracle"] == pytest.approx(per_sequence.mean().item(), rel=1e-6)
+    assert scores["nll_oracle_ci95"] == pytest.approx(1.96 * per_sequence.std().item() / 20, rel=1e-6)
+    assert sequence_token_nll(oracle, x).shape == (400,) and ci95_of_mean(torch.ones(5)) == 0.0
 
 
 # ---------------------------------------------------------------------- reference points
@@ -375,4 +386,6 @@ def test_oracle_mle_suite_smoke(tmp_path):
     assert m["oracle_floor"] < m["uniform_nll_oracle"] and m["epochs_run"] == 2
     assert set(m["arms"]) == {"MLE, 2 epochs", f"MLE, best validation (epoch {m['best_epoch']})"}
     assert "passed" not in m  # the published bar applies to SeqGAN's sizes only
+    assert m["arms"]["MLE, 2 epochs"]["T=1"]["nll_oracle_ci95"] > 0
+    assert f"{m['nll_oracle']:.3f} ± " in result["table"]
     assert "Command: `OMP_NUM_THREADS=1 kcrl bench oracle-mle --seed 0" in (tmp_path / "results.md").read_text()
