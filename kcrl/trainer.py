@@ -12,19 +12,31 @@ Each iteration:
    ``mstep``     Eq. 5's M-step — maximise E_q[f_phi] on the model's own samples  baseline
    ``binary_d``  logistic real-vs-generated classifier, f = its logit            GAN-style baseline
    ``fixed``     none (a hand-written or pretrained constraint)                  baseline
-   ``base``      none, and no PR term: MLE only                                  baseline
+   ``base``      none, and no PR term: L(theta) only (MLE by default)            baseline
    ============  ==============================================================  =========
 
-3. **generator step**: its own objective L(theta) (MLE on data, weight ``mle_weight``) plus
-   ``lam`` times the PR term: Eq. 10 (``-sum_i w_i log p_theta(x_i)``, explicit density) or
-   Eq. 12 (score-function gradient of ``E_p[alpha f]``, for generators used as implicit models).
+3. **generator step**: its own objective L(theta) (weight ``mle_weight``; MLE on data by default,
+   or any ``objective`` such as a GAN loss) plus ``lam`` times the PR term (``generator_update``):
+
+   ================  ================================================  ==================================
+   update            PR term                                           needs
+   ================  ================================================  ==================================
+   ``eq10``          Eq. 10, ``-sum_i w_i log p_theta(x_i)``           ``log_prob`` (an explicit density)
+   ``eq12``          Eq. 12 by the score function of ``E_p[alpha f]``  ``log_prob``
+   ``eq12_reparam``  Eq. 12 reparameterised, ``-alpha E_z[f(G(z))]``   differentiable samples only
+   ================  ================================================  ==================================
+
+   ``eq12_reparam`` is the update of an *implicit* generator x = G_theta(z, c) (one with ``sample``
+   but no ``log_prob``, see :class:`ImplicitGenerator`): the constraint step and the importance
+   weights need no density, the gradient flows through x into theta.
 
 The trainer takes its parts — generator, constraint, data — as arguments and logs, every
 iteration: ESS and ESS/K, the log Z estimate, the constraint gap E_data f - E_q f, an estimate of
-KL(p_theta || p_theta_0) to the starting model, and any task metrics from ``evaluate``.
-Checkpoints (generator, constraint, optimisers, RNG states, iteration, history, and the state of
-a :class:`GeneratorStep` that has one) are atomic; :meth:`PRTrainer.train` with ``resume=True``
-continues exactly where a killed run stopped.
+KL(p_theta || p_theta_0) to the starting model (only for a generator with ``log_prob``: an implicit
+model has no density, and the key is left out rather than filled with a stand-in), and any task
+metrics from ``evaluate``. Checkpoints (generator, constraint, optimisers, RNG states, iteration,
+history, and the state of a :class:`GeneratorStep` or :class:`GeneratorObjective` that has one) are
+atomic; :meth:`PRTrainer.train` with ``resume=True`` continues exactly where a killed run stopped.
 """
 
 from __future__ import annotations
@@ -42,17 +54,20 @@ import torch.nn.functional as F
 from kcrl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from kcrl.constraints import Constraint
 from kcrl.errors import ConfigError, NonFiniteError, check_alpha, require_optional
-from kcrl.losses import constraint_loss, score_function_loss, weighted_mle_loss
+from kcrl.losses import constraint_loss, reparameterised_loss, score_function_loss, weighted_mle_loss
 from kcrl.posterior import ImportanceWeights, LowESSWarning
 from kcrl.progress import progress
 
 VARIANTS = ("learned", "mstep", "binary_d", "fixed", "base")
+GENERATOR_UPDATES = ("eq10", "eq12", "eq12_reparam")
 # TensorBoard namespaces of the logged quantities; task metrics from ``evaluate`` go under eval/
 NAMESPACES = {
     "ess": "weights/ess", "ess_fraction": "weights/ess_fraction", "log_z": "weights/log_z",
     "constraint_gap": "constraint/gap", "constraint_data": "constraint/data_mean",
     "kl_to_base": "generator/kl_to_base", "nll_data": "generator/nll_data",
     "constraint_loss": "constraint/loss", "generator_loss": "generator/loss",
+    "objective": "generator/objective", "d_loss": "objective/d_loss", "g_adversarial": "objective/g_adversarial",
+    "reconstruction": "objective/reconstruction",
 }
 
 
@@ -67,6 +82,42 @@ class ExplicitGenerator(Protocol):
 
     # Optional: ``sample_log_prob(x, context)``, the density of the distribution ``sample`` draws
     # from when that is not p_theta itself (a sampler that bans tokens); the PR term uses it.
+
+
+class ImplicitGenerator(Protocol):
+    """An implicit generator x = G_theta(z, c) (an ``nn.Module``): it can be sampled, has no density.
+
+    ``sample`` returns ``(x, None)`` with x differentiable in theta (reparameterised: the noise z is
+    drawn from ``generator``, x is a deterministic function of it). Train it with
+    ``generator_update="eq12_reparam"`` and an ``objective`` (L(theta) cannot be MLE).
+    """
+
+    def sample(self, n: int, generator: torch.Generator | None = None, context: torch.Tensor | None = None):
+        """``(x, None)`` for n samples (per row of ``context`` if given), differentiable in theta."""
+
+
+class GeneratorObjective(Protocol):
+    """The generator's own objective L(theta) when it is not MLE (e.g. a GAN loss).
+
+    ``objective(generator, x, context, rng) -> (loss, stats)``: called once per iteration with the
+    data batch ``x (B, ...)`` and its ``context`` (or ``None``) and the trainer's random stream;
+    returns L(theta) as a differentiable scalar (the trainer scales it by ``mle_weight``, adds the
+    PR term and steps the generator) and a ``dict[str, float]`` that is added to the log line.
+    Parts of its own (a discriminator and its optimiser) it updates itself, inside the call.
+
+    Like a :class:`GeneratorStep`, an objective with state should have ``state_dict()`` and
+    ``load_state_dict(dict)`` (tensors, numbers, strings and containers only): the trainer saves it
+    under ``"objective"`` and refuses resumable checkpoints without them.
+    """
+
+    def __call__(
+        self, generator: torch.nn.Module, x: torch.Tensor, context: torch.Tensor | None, rng: torch.Generator
+    ) -> tuple[torch.Tensor, dict[str, float]]: ...
+
+
+def has_density(generator: Any) -> bool:
+    """Whether a generator is explicit, i.e. has a callable ``log_prob``."""
+    return callable(getattr(generator, "log_prob", None))
 
 
 class GeneratorStep(Protocol):
@@ -99,7 +150,8 @@ class PRConfig:
     variant: str = "learned"
     """one of learned, mstep, binary_d, fixed, base"""
     generator_update: str = "eq10"
-    """eq10 (importance-weighted MLE) or eq12 (score function)"""
+    """eq10 (importance-weighted MLE), eq12 (score function) or eq12_reparam (reparameterised, for
+    implicit generators with differentiable samples)"""
     iterations: int = 300
     """number of Algorithm 1 iterations"""
     alpha: float = 1.0
@@ -107,7 +159,7 @@ class PRConfig:
     lam: float = 1.0
     """lambda, the weight of the PR term in the generator objective"""
     mle_weight: float = 1.0
-    """weight of the generator's own objective L(theta) (MLE on data)"""
+    """weight of the generator's own objective L(theta) (MLE on data, or the trainer's ``objective``)"""
     samples: int = 1024
     """K, generator samples per iteration (unconditional generators)"""
     contexts: int = 16
@@ -142,8 +194,10 @@ class PRConfig:
             from kcrl.errors import unknown_name
 
             raise unknown_name("variant", self.variant, VARIANTS)
-        if self.generator_update not in ("eq10", "eq12"):
-            raise ConfigError(f"generator_update must be 'eq10' or 'eq12'; got {self.generator_update!r}.")
+        if self.generator_update not in GENERATOR_UPDATES:
+            raise ConfigError(
+                f"generator_update must be 'eq10', 'eq12' or 'eq12_reparam'; got {self.generator_update!r}."
+            )
         check_alpha(self.alpha)
         for name in ("iterations", "samples", "data_batch", "constraint_steps"):
             if getattr(self, name) < 1:
@@ -162,7 +216,9 @@ class PRTrainer:
     """Algorithm 1 with pluggable parts.
 
     Args:
-        generator: p_theta, an ``nn.Module`` with ``sample`` and ``log_prob`` (see :class:`ExplicitGenerator`).
+        generator: p_theta, an ``nn.Module`` with ``sample`` and ``log_prob`` (see :class:`ExplicitGenerator`),
+            or an implicit one with differentiable samples and no ``log_prob`` (see :class:`ImplicitGenerator`;
+            needs ``objective`` and ``generator_update="eq12_reparam"``).
         constraint: f_phi; learnable for ``learned``/``mstep``/``binary_d``.
         data: ``(x, context)`` training data (``context`` may be ``None``).
         config: :class:`PRConfig`.
@@ -171,6 +227,13 @@ class PRTrainer:
             PR term by an agent's updates in the env whose reward is the current constraint (e.g.
             :class:`kcrl.agents.generator_steps.AgentStep`); L(theta) is still applied here. Its
             ``state_dict()``, if it has one, is part of the trainer's checkpoint.
+        objective: optional L(theta) other than MLE (a :class:`GeneratorObjective`, e.g.
+            :class:`kcrl.agents.implicit_image_generator.ConditionalGANObjective`); ``None`` is MLE,
+            ``-mle_weight * mean log p_theta(data)``. Its ``state_dict()``, if it has one, is checkpointed.
+
+    Raises:
+        ConfigError: a trained variant with a frozen constraint, no data, or a generator without
+            ``log_prob`` asked for MLE or for a density-based PR term (eq10, eq12).
     """
 
     def __init__(
@@ -181,15 +244,17 @@ class PRTrainer:
         config: PRConfig | None = None,
         evaluate: Callable[["PRTrainer"], dict[str, float]] | None = None,
         generator_step: GeneratorStep | None = None,
+        objective: GeneratorObjective | None = None,
     ) -> None:
         self.config = config = config or PRConfig()
+        _check_density_needs(generator, config, generator_step, objective)
         if config.variant in ("learned", "mstep", "binary_d") and not constraint.learnable:
             raise ConfigError(
                 f"variant {config.variant!r} trains the constraint, but {type(constraint).__name__} has no "
                 "trainable parameters; use variant='fixed' or pass a learnable constraint."
             )
         self.generator, self.constraint, self.evaluate = generator, constraint, evaluate
-        self.generator_step = generator_step
+        self.generator_step, self.objective = generator_step, objective
         self.data_x, self.data_context = data
         if len(self.data_x) == 0:
             raise ConfigError("PRTrainer needs training data; got an empty data set.")
@@ -258,8 +323,13 @@ class PRTrainer:
         if cfg.variant in ("learned", "mstep", "binary_d"):
             stats["constraint_loss"] = self._constraint_step(x_data, c_data, x_q, c_q, groups)
 
-        log_p_data = self._global_rows(self._generator_log_prob(x_data, c_data))
-        loss = -cfg.mle_weight * log_p_data.mean()  # L(theta): MLE on data
+        if self.objective is None:
+            log_p_data = self._global_rows(self._generator_log_prob(x_data, c_data))
+            loss = -cfg.mle_weight * log_p_data.mean()  # L(theta): MLE on data
+        else:  # L(theta): the generator's own objective (e.g. a GAN loss), which updates its own parts
+            own, own_stats = self.objective(self.generator, x_data, c_data, self.rng)
+            stats.update(objective=own.item(), **own_stats)
+            loss = cfg.mle_weight * own
         if cfg.variant != "base":
             with torch.no_grad():
                 f_q = self._global_rows(self.constraint.predict(x_q, c_q)).view(groups)  # (G, K)
@@ -275,7 +345,9 @@ class PRTrainer:
                 constraint_gap=(f_data.mean() - weights.expectation(f_q).mean()).item(),
                 constraint_data=f_data.mean().item(),
             )
-        if cfg.variant != "base" and self.generator_step is None:
+        if cfg.variant != "base" and self.generator_step is None and cfg.generator_update == "eq12_reparam":
+            loss = loss + cfg.lam * self._reparameterised_pr_loss(c_q, groups)
+        elif cfg.variant != "base" and self.generator_step is None:
             log_p_q = self._global_rows(self._sample_log_prob(x_q, c_q)).view(groups)
             if cfg.generator_update == "eq10":
                 lengths = None
@@ -297,13 +369,38 @@ class PRTrainer:
         self.generator_optimizer.step()
         if self.generator_step is not None and cfg.variant != "base":
             stats.update(self.generator_step(self))
-        if cfg.variant != "base":
+        if cfg.variant != "base" and has_density(self.generator):
             with torch.no_grad():  # ≈ KL(p_theta || p_theta_0), on this iteration's samples
                 log_ratio = self.generator.log_prob(x_q, c_q) - self.initial_generator.log_prob(x_q, c_q)
                 stats["kl_to_base"] = self._global_rows(log_ratio).mean().item()
-        stats["nll_data"] = -log_p_data.mean().item()
+        if self.objective is None:
+            stats["nll_data"] = -log_p_data.mean().item()
         self.iteration += 1
         return stats
+
+    def _reparameterised_pr_loss(self, context: torch.Tensor | None, groups: tuple[int, int]) -> torch.Tensor:
+        """Eq. 12, reparameterised: ``-alpha E_z[f_phi(G_theta(z, c))]`` on fresh differentiable samples.
+
+        One sample per row of ``context`` (the PR contexts, each repeated K times; ``None``:
+        ``config.samples`` unconditional samples). The gradient is that of KL(p_theta || q) up to
+        p_theta's entropy term (which an implicit model cannot evaluate); it reaches theta through
+        x, and the constraint's parameters, if trainable, are not moved by it. Samples without a
+        gradient are refused; discrete draws whose gradient is zero (``torch.bernoulli``) cannot be
+        told apart here and give a zero PR term, so use eq10/eq12 for those.
+        """
+        n = groups[0] * groups[1]
+        if context is None:
+            x, _ = self.generator.sample(n, generator=self.rng)
+        else:
+            x, _ = self.generator.sample(n, generator=self.rng, context=context)  # (G*K, ...), with grad
+        if not x.requires_grad:
+            raise ConfigError(
+                f"generator_update='eq12_reparam' needs samples that are differentiable in theta, but "
+                f"{type(self.generator).__name__}.sample returned x without a gradient (detached, or drawn under "
+                "no_grad). Use eq10 or eq12 for a generator with a density, or make sample() reparameterised."
+            )
+        f = self._global_rows(self._constraint_forward(x, context))  # (G*K,)
+        return reparameterised_loss(f, self.config.alpha)  # Eq. 12
 
     # ------------------------------------------------------------------ data-parallel hooks
     # One process uses these defaults. kcrl.distributed.DistributedPRTrainer overrides them: each
@@ -374,6 +471,16 @@ class PRTrainer:
                 "without resumable checkpoints (checkpoint_every=0, no stop_after, no resume; the final checkpoint "
                 "then holds the weights only), or give the step both methods (see kcrl.trainer.GeneratorStep)."
             )
+        objective = self.objective
+        if path is not None and objective is not None and not checkpointable(objective) and (
+            cfg.checkpoint_every or resume or stop_after is not None
+        ):
+            raise ConfigError(
+                f"the objective {type(objective).__name__} has no state_dict()/load_state_dict(), so a checkpoint "
+                "cannot hold its state and a resumed run would not continue where it stopped. Run it to the end "
+                "without resumable checkpoints (checkpoint_every=0, no stop_after, no resume), or give the "
+                "objective both methods (see kcrl.trainer.GeneratorObjective)."
+            )
         if resume:
             if path is None:
                 raise ConfigError("resume=True needs the run's output folder (out=...).")
@@ -410,7 +517,7 @@ class PRTrainer:
         return self.history
 
     def state_dict(self) -> dict[str, Any]:
-        return {
+        state = {
             "format": "kcrl.PRTrainer/1",
             "config": asdict(self.config),
             "iteration": self.iteration,
@@ -425,6 +532,9 @@ class PRTrainer:
             # a checkpointable step's own state (None: no step, or one that cannot be saved)
             "generator_step": self.generator_step.state_dict() if checkpointable(self.generator_step) else None,
         }
+        if self.objective is not None:  # only with an objective: MLE runs keep their checkpoint layout
+            state["objective"] = self.objective.state_dict() if checkpointable(self.objective) else None
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("format") != "kcrl.PRTrainer/1":
@@ -448,6 +558,7 @@ class PRTrainer:
                 f"the checkpoint was written with {saved}, but this trainer's generator step is {mine}; resume "
                 "with the same parts, or start a new run in another folder."
             )
+        self._check_objective_state(state)
         try:
             self.generator.load_state_dict(state["generator"])
             self.initial_generator.load_state_dict(state["initial_generator"])
@@ -461,5 +572,46 @@ class PRTrainer:
         torch.set_rng_state(state["torch_rng"])
         if step is not None:
             step.load_state_dict(step_state)
+        if self.objective is not None:
+            self.objective.load_state_dict(state["objective"])
         self.iteration = int(state["iteration"])
         self.history = list(state["history"])
+
+    def _check_objective_state(self, state: dict[str, Any]) -> None:
+        """The checkpoint's objective state fits this trainer's objective (both MLE, or both savable)."""
+        objective = self.objective
+        if objective is not None and not checkpointable(objective):
+            raise CheckpointError(
+                f"the objective {type(objective).__name__} has no load_state_dict(), so this trainer cannot be "
+                "restored exactly from a checkpoint (see kcrl.trainer.GeneratorObjective)."
+            )
+        saved = state.get("objective")
+        if ("objective" in state) != (objective is not None) or (objective is not None and saved is None):
+            if "objective" not in state:
+                written = "MLE as L(theta)"
+            else:
+                written = "an objective without saved state" if saved is None else f"an objective ({dict(saved).get('format')!r})"
+            mine = "MLE" if objective is None else type(objective).__name__
+            raise CheckpointError(
+                f"the checkpoint was written with {written}, but this trainer's L(theta) is {mine}; resume "
+                "with the same parts, or start a new run in another folder."
+            )
+
+
+def _check_density_needs(generator: Any, config: PRConfig, generator_step: Any, objective: Any) -> None:
+    """Refuse the parts of Algorithm 1 that need log p_theta when the generator has none."""
+    if has_density(generator):
+        return
+    name = type(generator).__name__
+    if objective is None:
+        raise ConfigError(
+            f"{name} has no log_prob (an implicit generator), so its L(theta) cannot be the default maximum "
+            "likelihood -mle_weight * mean log p_theta(data). Pass objective=... (e.g. "
+            "kcrl.agents.implicit_image_generator.ConditionalGANObjective)."
+        )
+    if config.variant != "base" and generator_step is None and config.generator_update != "eq12_reparam":
+        raise ConfigError(
+            f"generator_update={config.generator_update!r} needs log p_theta of the generator's samples, but "
+            f"{name} has no log_prob (an implicit generator). Use generator_update='eq12_reparam', the "
+            "reparameterised Eq. 12 gradient through x = G_theta(z)."
+        )

@@ -63,6 +63,7 @@ def _previous_quick_sizes() -> dict:
     """The quick sizes as the suites built them before the YAML files (quick_config() and the inline
     adjustments of run/tasks), spelled out so that moving them changed no number."""
     from kcrl.agents.image_generator import ImageGeneratorArgs
+    from kcrl.agents.implicit_image_generator import ImplicitImageGeneratorArgs
     from kcrl.agents.lstm_generator import MLEArgs as LSTMMLEArgs
     from kcrl.agents.text_generator import MLEArgs as TextMLEArgs
     from kcrl.benchmarks import (
@@ -106,6 +107,7 @@ def _previous_quick_sizes() -> dict:
         "paper-text": paper_text.PaperTextConfig(seeds=2, budget_s=30.0, eval_templates=300),
         "paper-image": paper_image.PaperImageConfig(
             base=ImageGeneratorArgs(channels=16, epochs=6, pairs_per_epoch=4000), train_pairs=2000, test_pairs=300,
+            implicit=ImplicitImageGeneratorArgs(channels=16),  # the implicit model's quick size (new, generator: implicit)
             trainer=replace(paper_image.PaperImageConfig().trainer, iterations=120, data_batch=32, contexts=8,
                             samples_per_context=8),
         ),
