@@ -34,6 +34,7 @@ from kcrl.agents.image_generator import (
 )
 from kcrl.agents.implicit_generator import ImplicitGenerator, ImplicitGeneratorArgs, train_mmd
 from kcrl.benchmarks import suite_config
+from kcrl.benchmarks.plots import plot_image_rows
 from kcrl.benchmarks.report import markdown_table, write_results
 from kcrl.envs.digits import (
     StructuredDigitsTask,
@@ -242,24 +243,10 @@ def run_digits(seed: int = 0, out: Path | None = None, quick: bool = False, prog
 
 
 def _plot_digits(path: Path, contexts: torch.Tensor, generated: torch.Tensor, targets: torch.Tensor) -> None:
-    plt = _plt()
     rows = [
         ("condition\n(silhouette)", upsample_structure(structure_of(contexts))),
         ("source", source_of(contexts)),
         ("generated", generated),
         ("target", targets),
     ]
-    n = contexts.shape[0]
-    fig, axes = plt.subplots(len(rows), n, figsize=(n * 0.9, len(rows) * 0.95 + 0.3), dpi=100)
-    for r, (name, images) in enumerate(rows):
-        for c in range(n):
-            ax = axes[r, c]
-            ax.imshow(images[c].detach().cpu().numpy(), cmap="gray", vmin=0, vmax=1)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c == 0:
-                ax.set_ylabel(name, fontsize=8)
-    fig.suptitle("StructuredDigits-v0, test pairs", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    plot_image_rows(rows, path, "StructuredDigits-v0, test pairs")

@@ -60,14 +60,26 @@ from kcrl.agents.implicit_image_generator import (
     train_implicit_image_generator,
 )
 from kcrl.benchmarks import suite_config
+from kcrl.benchmarks.plots import plot_curves, plot_image_rows
 from kcrl.benchmarks.report import group_by_variant, markdown_table, write_results
 from kcrl.constraints import Constraint, zero_constraint
-from kcrl.envs.digits import StructuredDigitsTask, fixed_structure_constraint, learned_structure_constraint, ssim
+from kcrl.envs.digits import (
+    StructuredDigitsTask,
+    fixed_structure_constraint,
+    learned_structure_constraint,
+    source_of,
+    ssim,
+    structure_of,
+    upsample_structure,
+)
 from kcrl.errors import ConfigError, ShapeError, unknown_name
 from kcrl.stats import mean_ci95, permutation_test
 from kcrl.trainer import PRConfig, PRTrainer
 
 VARIANTS = ("base", "fixed", "learned", "uniform")
+CURVE_POINTS = 50  # points per training curve in results.json and the plots
+CURVE_KEYS = ("ess_fraction", "constraint_gap")  # the trainer's log keys that are plotted over training
+GRID_PAIRS = 10  # test contexts shown in samples.png
 GENERATORS = ("explicit", "implicit")
 EVAL_SEED = 2018  # test pairs and the evaluation Bernoulli noise (or z) are the same for every run
 
@@ -278,8 +290,20 @@ def run_variant(variant: str, seed: int, config: PaperImageConfig, base_state: d
     for key in ("ess_fraction", "constraint_gap", "kl_to_base", "nll_data", "d_loss", "g_adversarial", "reconstruction"):
         if key in tail[0]:
             result[key] = sum(h[key] for h in tail) / len(tail)
+    every = max(1, len(history) // CURVE_POINTS)
+    result["curve"] = [{k: h[k] for k in CURVE_KEYS + ("iteration",) if k in h} for h in history[every - 1::every]]
     result.update(evaluate_generator(config, generator, test))
+    result["grid"] = grid_images(config, generator, test)  # drawn in samples.png, not kept in results.json
     return result
+
+
+def grid_images(config: PaperImageConfig, generator: nn.Module, test: StructuredDigitsTask) -> torch.Tensor:
+    """The generated images of the first ``GRID_PAIRS`` test contexts, ``(GRID_PAIRS, 28, 28)`` on the CPU:
+    mean images (explicit) or samples with the fixed evaluation noise (implicit), as scored."""
+    contexts, _ = _pairs(test, EVAL_SEED, GRID_PAIRS)
+    if config.generator == "implicit":
+        return generate_samples(generator, contexts, EVAL_SEED).cpu()
+    return generate(generator, contexts).cpu()
 
 
 def tasks(seed: int = 0, quick: bool = False, config: PaperImageConfig | None = None) -> list[dict]:
@@ -354,13 +378,39 @@ def aggregate(task_list: list[dict], results: list[dict], seed: int, out: Path |
         ["variant"] + [c[1] for c in columns] + ["iterations", "train s", "ESS/K (last 1/4)", "constraint gap (last 1/4)"], rows
     )
     metrics["per_run"] = [
-        {"variant": t_["variant"], "seed": t_["seed"], **r} for t_, r in zip(task_list, results)
+        {"variant": t_["variant"], "seed": t_["seed"], **{k: x for k, x in r.items() if k != "grid"}}
+        for t_, r in zip(task_list, results)
     ]
     if out is not None:
         command = "kcrl bench paper-image" + (" --quick" if quick else "") + (f" --seed {seed}" if seed else "")
+        figures = plot_report(Path(out), config, task_list, by_variant, test)
         text = f"Command: `OMP_NUM_THREADS=1 {command} --out {out}`\n\n{table}\n\n" + (_IMPLICIT_NOTES if implicit else _EXPLICIT_NOTES)
+        text += "".join(f"\n\n![{caption}]({name})" for name, caption in figures)
         write_results(out, "paper-image", seed, config, metrics, text, quick=quick)
     return {"metrics": metrics, "table": table}
+
+
+def plot_report(out: Path, config: PaperImageConfig, task_list: list[dict], by_variant: dict[str, list],
+                test: StructuredDigitsTask) -> list[tuple[str, str]]:
+    """``samples.png`` (test contexts, targets, the start and the first seed of every variant) and the
+    training curves over seeds (``ess.png``, ``constraint_gap.png``); returns ``(file, caption)`` pairs."""
+    contexts, targets = _pairs(test, EVAL_SEED, GRID_PAIRS)
+    start = grid_images(config, build_generator(config, task_list[0]["base_state"]), test)
+    kind = "sample G(z, c), fixed z" if config.generator == "implicit" else "mean image"
+    rows = [("silhouette", upsample_structure(structure_of(contexts))), ("source", source_of(contexts)),
+            ("target", targets), ("start", start)] + [(v, rs[0]["grid"]) for v, rs in by_variant.items()]
+    plot_image_rows(rows, out / "samples.png", f"StructuredDigits-v0 test pairs; generated: {kind}, first seed of each variant")
+    figures = [("samples.png", "test contexts, targets and generated images of each variant")]
+    for key, label in (("ess_fraction", "ESS / K"), ("constraint_gap", "constraint gap E_data f - E_q f")):
+        curves = {
+            v: [([c["iteration"] for c in r["curve"]], [c[key] for c in r["curve"]]) for r in rs]
+            for v, rs in by_variant.items() if rs[0]["curve"] and key in rs[0]["curve"][0]
+        }
+        if curves:
+            name = "ess.png" if key == "ess_fraction" else "constraint_gap.png"
+            plot_curves(curves, out / name, label, title=f"paper-image: {label} over training (mean, 95% CI over seeds)")
+            figures.append((name, f"{label} over training"))
+    return figures
 
 
 def _table_heading(config: PaperImageConfig, seeds: list[int]) -> str:

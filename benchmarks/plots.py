@@ -1,4 +1,4 @@
-"""Plots for reports: learning curves with 95% CI bands over seeds."""
+"""Plots for reports: learning curves with 95% CI bands over seeds, and grids of images."""
 
 from __future__ import annotations
 
@@ -56,6 +56,38 @@ def plot_curves(
         ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_image_rows(rows: list[tuple[str, "np.ndarray | object"]], path: str | Path, title: str = "") -> Path:
+    """A grid of grey images in [0, 1]: one labelled row per ``(label, images (n, H, W))``; saves a PNG.
+
+    Every row must hold the same number of images (tensors or arrays)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    arrays = [(label, np.asarray(images.detach().cpu() if hasattr(images, "detach") else images)) for label, images in rows]
+    n = arrays[0][1].shape[0]
+    if any(a.shape[0] != n for _, a in arrays):
+        raise ValueError(f"every row needs {n} images; got {[a.shape[0] for _, a in arrays]}.")
+    fig, axes = plt.subplots(len(arrays), n, figsize=(n * 0.9, len(arrays) * 0.95 + 0.3), dpi=100, squeeze=False)
+    for r, (label, images) in enumerate(arrays):
+        for c in range(n):
+            ax = axes[r, c]
+            ax.imshow(images[c], cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(label, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,7 @@
 """The paper-image suite at a tiny size: the adapter's density is the Bernoulli likelihood, every
 variant runs from the same base generator, and the table is complete and in range."""
 
+import json
 import math
 
 import pytest
@@ -74,7 +75,14 @@ def test_table_has_every_variant_and_values_in_range(tiny, tmp_path):
     assert all(r["ess_fraction"] == pytest.approx(1.0) and r["constraint_gap"] == pytest.approx(0.0) for r in uniform)
     fixed = [r for t, r in zip(task_list, results) if t["variant"] == "fixed"]
     assert all(r["ess_fraction"] < 0.999 for r in fixed)  # the estimator ranks the samples within a context
-    assert "kcrl bench paper-image" in (tmp_path / "results.md").read_text()
+    text = (tmp_path / "results.md").read_text()
+    assert "kcrl bench paper-image" in text
+    for name in ("samples.png", "ess.png", "constraint_gap.png"):  # the image grid and the training curves
+        assert (tmp_path / name).stat().st_size > 1000 and f"({name})" in text
+    assert all(r["grid"].shape == (paper_image.GRID_PAIRS, 28, 28) for r in results)
+    assert [c["iteration"] for c in results[-1]["curve"]] == [1, 2, 3]  # 3 iterations: every one is a point
+    saved = json.loads((tmp_path / "results.json").read_text())["metrics"]["per_run"]
+    assert "grid" not in saved[0] and "ess_fraction" in saved[-1]["curve"][0]
 
 
 def test_unknown_variant_is_named(tiny):

@@ -47,6 +47,7 @@ def test_table_names_the_implicit_columns(tiny, tmp_path):
         assert f"| {variant} |" in table
     assert 0.0 <= summary["metrics"]["learned_ssim_p_vs_base"] <= 1.0
     assert "no KL to the base (no density)" in (tmp_path / "results.md").read_text()
+    assert (tmp_path / "samples.png").exists() and (tmp_path / "ess.png").exists()
 
 
 def test_generator_option_loads_from_yaml_and_is_checked_in_full(tmp_path):
