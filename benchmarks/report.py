@@ -99,5 +99,7 @@ def write_results(
         header = f"# the resolved config of suite {suite} (run with --seed {seed}); `kcrl bench {suite} --config` reads it\n"
         atomic_write_text(out / "config.yaml", header + dump_yaml(resolved))
     header = f"# {suite}\n\nseed {seed} · commit `{record['commit']}` · {record['machine']['cpu']} ({record['machine']['cores']} cores)\n\n"
+    if isinstance(resolved, dict):  # the exact sizes, whatever --quick / --config made them
+        header += f"Resolved config: [`config.yaml`](config.yaml) (`kcrl bench {suite} --seed {seed} --config config.yaml` reruns it).\n\n"
     atomic_write_text(out / "results.md", header + markdown + "\n")
     return record

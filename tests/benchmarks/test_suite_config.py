@@ -140,6 +140,7 @@ def test_write_results_saves_the_resolved_config(tmp_path):
     assert saved == record["config"] == to_mapping(config)
     assert (tmp_path / "config.yaml").read_text().startswith("# the resolved config of suite tabular-joint (run with --seed 3)")
     assert suite_config("tabular-joint", path=tmp_path / "config.yaml") == config  # it reads back
+    assert "`kcrl bench tabular-joint --seed 3 --config config.yaml` reruns it" in (tmp_path / "results.md").read_text()
 
 
 # ---------------------------------------------------------------------- the command line
