@@ -9,6 +9,18 @@ import numpy as np
 from kcrl.stats import _T975
 
 
+def _save(fig, path: str | Path) -> Path:
+    """Lay out, write and close a figure; returns its path."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def _band(runs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     stack = np.stack(runs)  # (seeds, points)
     mean = stack.mean(0)
@@ -56,12 +68,7 @@ def plot_curves(
         ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_image_rows(rows: list[tuple[str, "np.ndarray | object"]], path: str | Path, title: str = "") -> Path:
@@ -88,9 +95,4 @@ def plot_image_rows(rows: list[tuple[str, "np.ndarray | object"]], path: str | P
                 ax.set_ylabel(label, fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
