@@ -346,7 +346,8 @@ def aggregate(task_list: list[dict], results: list[dict], seed: int, out: Path |
     test = StructuredDigitsTask("test").to(config.device)
     implicit = config.generator == "implicit"
     columns = IMPLICIT_COLUMNS if implicit else COLUMNS
-    start_metrics = evaluate_generator(config, build_generator(config, task_list[0]["base_state"]), test)
+    start = build_generator(config, task_list[0]["base_state"])  # the shared base, not continued
+    start_metrics = evaluate_generator(config, start, test)
     metrics: dict = {"seeds": seeds, "base_train_seconds": task_list[0]["base_seconds"],
                      **{f"start_{k}": v for k, v in start_metrics.items()}}
     start_name = "start (GAN base, not continued)" if implicit else "start (MLE base, not continued)"
@@ -383,22 +384,22 @@ def aggregate(task_list: list[dict], results: list[dict], seed: int, out: Path |
     ]
     if out is not None:
         command = "kcrl bench paper-image" + (" --quick" if quick else "") + (f" --seed {seed}" if seed else "")
-        figures = plot_report(Path(out), config, task_list, by_variant, test)
+        figures = plot_report(Path(out), config, start, by_variant, test)
         text = f"Command: `OMP_NUM_THREADS=1 {command} --out {out}`\n\n{table}\n\n" + (_IMPLICIT_NOTES if implicit else _EXPLICIT_NOTES)
         text += "".join(f"\n\n![{caption}]({name})" for name, caption in figures)
         write_results(out, "paper-image", seed, config, metrics, text, quick=quick)
     return {"metrics": metrics, "table": table}
 
 
-def plot_report(out: Path, config: PaperImageConfig, task_list: list[dict], by_variant: dict[str, list],
+def plot_report(out: Path, config: PaperImageConfig, start: nn.Module, by_variant: dict[str, list],
                 test: StructuredDigitsTask) -> list[tuple[str, str]]:
     """``samples.png`` (test contexts, targets, the start and the first seed of every variant) and the
     training curves over seeds (``ess.png``, ``constraint_gap.png``); returns ``(file, caption)`` pairs."""
     contexts, targets = _pairs(test, EVAL_SEED, GRID_PAIRS)
-    start = grid_images(config, build_generator(config, task_list[0]["base_state"]), test)
+    start_images = grid_images(config, start, test)
     kind = "sample G(z, c), fixed z" if config.generator == "implicit" else "mean image"
     rows = [("silhouette", upsample_structure(structure_of(contexts))), ("source", source_of(contexts)),
-            ("target", targets), ("start", start)] + [(v, rs[0]["grid"]) for v, rs in by_variant.items()]
+            ("target", targets), ("start", start_images)] + [(v, rs[0]["grid"]) for v, rs in by_variant.items()]
     plot_image_rows(rows, out / "samples.png", f"StructuredDigits-v0 test pairs; generated: {kind}, first seed of each variant")
     figures = [("samples.png", "test contexts, targets and generated images of each variant")]
     for key, label in (("ess_fraction", "ESS / K"), ("constraint_gap", "constraint gap E_data f - E_q f")):

@@ -461,26 +461,11 @@ class PRTrainer:
         """
         cfg = self.config
         path = Path(out) / "checkpoint.pt" if out is not None else None
-        step = self.generator_step
-        if path is not None and step is not None and not checkpointable(step) and (
-            cfg.checkpoint_every or resume or stop_after is not None
-        ):
-            raise ConfigError(
-                f"the generator step {type(step).__name__} has no state_dict()/load_state_dict(), so a checkpoint "
-                "cannot hold its state and a resumed run would not continue where it stopped. Run it to the end "
-                "without resumable checkpoints (checkpoint_every=0, no stop_after, no resume; the final checkpoint "
-                "then holds the weights only), or give the step both methods (see kcrl.trainer.GeneratorStep)."
-            )
-        objective = self.objective
-        if path is not None and objective is not None and not checkpointable(objective) and (
-            cfg.checkpoint_every or resume or stop_after is not None
-        ):
-            raise ConfigError(
-                f"the objective {type(objective).__name__} has no state_dict()/load_state_dict(), so a checkpoint "
-                "cannot hold its state and a resumed run would not continue where it stopped. Run it to the end "
-                "without resumable checkpoints (checkpoint_every=0, no stop_after, no resume), or give the "
-                "objective both methods (see kcrl.trainer.GeneratorObjective)."
-            )
+        resumable = path is not None and bool(cfg.checkpoint_every or resume or stop_after is not None)
+        if resumable:
+            _refuse_unsavable(self.generator_step, "generator step", "step", "GeneratorStep",
+                              "; the final checkpoint then holds the weights only")
+            _refuse_unsavable(self.objective, "objective", "objective", "GeneratorObjective", "")
         if resume:
             if path is None:
                 raise ConfigError("resume=True needs the run's output folder (out=...).")
@@ -596,6 +581,18 @@ class PRTrainer:
                 f"the checkpoint was written with {written}, but this trainer's L(theta) is {mine}; resume "
                 "with the same parts, or start a new run in another folder."
             )
+
+
+def _refuse_unsavable(part: Any, what: str, short: str, protocol: str, weights_note: str) -> None:
+    """A resumable run needs every stateful part (the generator step, the objective) to be savable."""
+    if part is None or checkpointable(part):
+        return
+    raise ConfigError(
+        f"the {what} {type(part).__name__} has no state_dict()/load_state_dict(), so a checkpoint "
+        "cannot hold its state and a resumed run would not continue where it stopped. Run it to the end "
+        f"without resumable checkpoints (checkpoint_every=0, no stop_after, no resume{weights_note}), or give the "
+        f"{short} both methods (see kcrl.trainer.{protocol})."
+    )
 
 
 def _check_density_needs(generator: Any, config: PRConfig, generator_step: Any, objective: Any) -> None:
