@@ -40,23 +40,15 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
 import torch
 
-from kcrl.agents.hyperparams import (
-    ACTIVATIONS,
-    LIBRARIES,
-    ZOO_KEYS,
-    known_hyperparameters,
-    load_hyperparams,
-    sb3_policy_kwargs,
-)
+from kcrl.agents.hyperparams import LIBRARIES, ZOO_KEYS, known_hyperparameters, load_hyperparams, rounds_in_budget
 from kcrl.benchmarks import suite_config
 from kcrl.benchmarks.plots import plot_curves
 from kcrl.benchmarks.report import group_by_variant, markdown_table, write_results
 from kcrl.benchmarks.tabular_exact import policy_log_probs
 from kcrl.envs.tabular import TabularWorld, prefix_observations
-from kcrl.errors import ConfigError, require_optional, unknown_name
+from kcrl.errors import ConfigError, unknown_name
 from kcrl.posterior import kl_divergence
 from kcrl.progress import progress as progress_bar
 from kcrl.softrl import prefix_offsets, sequence_log_probs_from_table
@@ -103,16 +95,16 @@ def exact_log_probs(logits_fn: Callable[[dict[str, torch.Tensor]], torch.Tensor]
 
 def sb3_log_probs(model, world: TabularWorld) -> torch.Tensor:
     """log pi(x) of every sequence under an SB3 policy (trained on an SB3VecEnv)."""
-    from kcrl.agents.generator_steps import sb3_logits_fn
+    from kcrl.agents.sb3 import sb3_logits_fn
 
     return exact_log_probs(sb3_logits_fn(model.policy), world)
 
 
 def tianshou_log_probs(actor: torch.nn.Module, world: TabularWorld) -> torch.Tensor:
     """log pi(x) of every sequence under a Tianshou ``DiscreteActor`` (logits output) on TokenNet."""
-    from kcrl.agents.tianshou import tianshou_logits_fn
+    import kcrl.agents.tianshou as adapter
 
-    return exact_log_probs(tianshou_logits_fn(actor), world)
+    return exact_log_probs(adapter.tianshou_logits_fn(actor), world)
 
 
 @torch.no_grad()
@@ -183,6 +175,10 @@ class TrainingClock:
         self.curve = [self._snapshot(0)]
         self._paused, self._start = 0.0, time.perf_counter()
 
+    def start_logits(self, world: TabularWorld, logits_fn: Callable[[dict[str, torch.Tensor]], torch.Tensor]) -> None:
+        """:meth:`start` for a policy given by its logits at kcrl observation tensors."""
+        self.start(world, lambda: exact_log_probs(logits_fn, world))
+
     def _snapshot(self, tokens: int) -> dict[str, float]:
         return {"tokens": tokens, **exact_scores(self.log_probs(), self.world)}
 
@@ -202,15 +198,6 @@ class TrainingClock:
             self.curve.append(self._snapshot(tokens))
 
 
-def _rounds(agent: str, budget: int, per_round: int, what: str) -> int:
-    if per_round < 1 or budget % per_round:
-        raise ConfigError(
-            f"the {agent} agent consumes {per_round} tokens per update ({what}); the budget of {budget} tokens "
-            f"is not a multiple of it. Choose n_timesteps (or AgentsConfig.env_tokens) as a multiple of {per_round}."
-        )
-    return budget // per_round
-
-
 def _params(*modules: torch.nn.Module) -> int:
     return sum(p.numel() for m in modules for p in m.parameters())
 
@@ -224,7 +211,7 @@ def train_soft_pg(env_kwargs: dict[str, Any], seed: int, hp: dict[str, Any], clo
     env = gym.make_vec(ENV_ID, num_envs=hp["n_envs"], vectorization_mode="vector_entry_point",
                        autoreset_mode="Disabled", **env_kwargs)
     world = env.task
-    rounds = _rounds("kcrl", hp["n_timesteps"], hp["n_envs"] * world.max_length, "n_envs * length")
+    rounds = rounds_in_budget("kcrl", hp["n_timesteps"], hp["n_envs"] * world.max_length, "n_envs * length")
     args = SoftPGArgs(**{k: v for k, v in hp.items() if k not in ZOO_KEYS}, iterations=rounds, seed=seed)
     agent = SoftPGAgent(env, args)
     clock.start(world, lambda: policy_log_probs(agent, world))
@@ -241,31 +228,22 @@ def train_soft_pg(env_kwargs: dict[str, Any], seed: int, hp: dict[str, Any], clo
 def train_sb3_ppo(env_kwargs: dict[str, Any], seed: int, hp: dict[str, Any], clock: TrainingClock,
                   progress: bool = False) -> dict[str, Any]:
     """Stable-Baselines3 PPO (one ``learn`` call; a callback takes the snapshots between rollouts)."""
-    from stable_baselines3 import PPO
-    from stable_baselines3.common.callbacks import BaseCallback
-
-    from kcrl.agents.generator_steps import sb3_kcrl_env
-    from kcrl.agents.sb3 import make_sb3_vec_env
+    from kcrl.agents.sb3 import build_ppo, learn_with_snapshots, make_sb3_vec_env, sb3_kcrl_env
 
     venv = make_sb3_vec_env(ENV_ID, hp["n_envs"], seed=seed, **env_kwargs)
-    kwargs = {k: v for k, v in hp.items() if k not in (*ZOO_KEYS, "policy", "policy_kwargs")}
-    model = PPO(hp["policy"], venv, seed=seed, policy_kwargs=sb3_policy_kwargs(hp.get("policy_kwargs") or {}), **kwargs)
+    model = build_ppo(venv, hp, seed)
     rollout = model.n_steps * model.n_envs
-    rounds = _rounds("sb3", hp["n_timesteps"], rollout, "n_envs * n_steps")
+    rounds = rounds_in_budget("sb3", hp["n_timesteps"], rollout, "n_envs * n_steps")
     world = sb3_kcrl_env(model).env.task
     bar = progress_bar(None, "SB3 PPO", enabled=progress, total=hp["n_timesteps"])
 
-    class Snapshots(BaseCallback):
-        def _on_rollout_start(self) -> None:  # the policy has been updated on num_timesteps tokens
-            clock.tick(self.model.num_timesteps)
-            bar.n = self.model.num_timesteps
-            bar.refresh()
-
-        def _on_step(self) -> bool:
-            return True
+    def snapshot(tokens: int) -> None:  # the policy has been updated on `tokens` tokens
+        clock.tick(tokens)
+        bar.n = tokens
+        bar.refresh()
 
     clock.start(world, lambda: sb3_log_probs(model, world))
-    model.learn(hp["n_timesteps"], callback=Snapshots())
+    learn_with_snapshots(model, hp["n_timesteps"], snapshot)
     clock.stop(model.num_timesteps)
     bar.close()
     policy = model.policy
@@ -274,111 +252,11 @@ def train_sb3_ppo(env_kwargs: dict[str, Any], seed: int, hp: dict[str, Any], clo
     return {"policy_params": _params(*actor), "gradient_steps": steps}
 
 
-def train_tianshou_ppo(
-    env_kwargs: dict[str, Any],
-    seed: int,
-    clock: TrainingClock | None = None,
-    progress: bool = False,
-    *,
-    n_envs: int = 64,
-    n_timesteps: int = 65_536,
-    lr: float = 1e-3,
-    hidden_sizes: Sequence[int] = (128, 128),
-    embed_dim: int = 16,
-    activation: str = "tanh",
-    collection_step_num_env_steps: int = 1024,
-    batch_size: int = 256,
-    update_step_num_repetitions: int = 4,
-    eps_clip: float = 0.2,
-    dual_clip: float | None = None,
-    value_clip: bool = False,
-    advantage_normalization: bool = True,
-    recompute_advantage: bool = False,
-    vf_coef: float = 0.5,
-    ent_coef: float = 0.01,
-    max_grad_norm: float | None = None,
-    gae_lambda: float = 0.95,
-    max_batchsize: int = 256,
-    gamma: float = 0.99,
-    return_scaling: bool = False,
-):
-    """Tianshou (2.x) PPO on a kcrl env, the loop of Tianshou's ``OnPolicyTrainer`` written out.
-
-    Each round collects ``collection_step_num_env_steps`` steps from ``n_envs`` sub-envs, runs
-    ``ppo.update`` (``update_step_num_repetitions`` passes in minibatches of ``batch_size``) and
-    clears the buffer, until ``n_timesteps`` tokens are spent. The actor and the critic are
-    Tianshou's ``DiscreteActor`` / ``DiscreteCritic`` on their own :class:`~kcrl.agents.tianshou.TokenNet`
-    (``embed_dim`` embeddings, ``hidden_sizes`` MLP with ``activation``). Keyword arguments after
-    ``*`` are the hyperparameters (``tianshou.yaml``); the PPO ones keep Tianshou's names and
-    defaults (``eps_clip`` ... ``return_scaling``), ``lr`` is Adam's.
-
-    Args:
-        env_kwargs: keyword arguments of ``TabularSequence-v0`` (``vocab_size``, ``world_seed``, ...).
-        seed: seeds the env and the global torch and numpy RNGs (Tianshou draws from both).
-        clock: takes exact snapshots between rounds (``None``: none).
-        progress: show a progress bar.
-
-    Returns:
-        The trained ``DiscreteActorPolicy`` (its ``actor`` gives logits).
-    """
-    require_optional("tianshou", "tianshou")
-    from tianshou.algorithm import PPO
-    from tianshou.algorithm.modelfree.reinforce import DiscreteActorPolicy
-    from tianshou.algorithm.optim import AdamOptimizerFactory
-    from tianshou.data import Collector, VectorReplayBuffer
-    from tianshou.utils.net.discrete import DiscreteActor, DiscreteCritic
-    from tianshou.utils.torch_utils import policy_within_training_step
-
-    from kcrl.agents.tianshou import TokenNet, make_tianshou_vec_env
-
-    if activation not in ACTIVATIONS:
-        raise unknown_name("activation", activation, ACTIVATIONS)
-    if collection_step_num_env_steps % n_envs:
-        raise ConfigError(
-            f"collection_step_num_env_steps ({collection_step_num_env_steps}) must be a multiple of n_envs ({n_envs}): "
-            "every collection step advances all sub-envs."
-        )
-    rounds = _rounds("tianshou", n_timesteps, collection_step_num_env_steps, "collection_step_num_env_steps")
-    # Tianshou samples actions from torch's global RNG and shuffles minibatches with numpy's: seed both
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    venv = make_tianshou_vec_env(ENV_ID, n_envs, seed=seed, **env_kwargs)
-    world = venv.env.task
-    space, n_actions = venv.dict_observation_space, venv.single_action_space.n
-
-    def net() -> TokenNet:
-        return TokenNet(space, tuple(hidden_sizes), embed_dim=embed_dim, activation=ACTIVATIONS[activation])
-
-    actor = DiscreteActor(preprocess_net=net(), action_shape=n_actions, softmax_output=False)
-    critic = DiscreteCritic(preprocess_net=net())
-    policy = DiscreteActorPolicy(actor=actor, action_space=venv.single_action_space)
-    ppo = PPO(
-        policy=policy, critic=critic, optim=AdamOptimizerFactory(lr=lr), eps_clip=eps_clip, dual_clip=dual_clip,
-        value_clip=value_clip, advantage_normalization=advantage_normalization,
-        recompute_advantage=recompute_advantage, vf_coef=vf_coef, ent_coef=ent_coef, max_grad_norm=max_grad_norm,
-        gae_lambda=gae_lambda, max_batchsize=max_batchsize, gamma=gamma, return_scaling=return_scaling,
-    )
-    collector = Collector(policy, venv, VectorReplayBuffer(collection_step_num_env_steps, n_envs))
-    collector.reset()
-    if clock is not None:
-        clock.start(world, lambda: tianshou_log_probs(actor, world))
-    tokens = 0
-    for _ in progress_bar(range(rounds), "Tianshou PPO", enabled=progress):
-        with policy_within_training_step(policy):
-            stats = collector.collect(n_step=collection_step_num_env_steps)
-            ppo.update(buffer=collector.buffer, batch_size=batch_size, repeat=update_step_num_repetitions)
-            collector.reset_buffer(keep_statistics=True)
-        tokens += stats.n_collected_steps
-        if clock is not None:
-            clock.tick(tokens)
-    if clock is not None:
-        clock.stop(tokens)
-    return policy
-
-
 def _train_tianshou(env_kwargs: dict[str, Any], seed: int, hp: dict[str, Any], clock: TrainingClock,
                     progress: bool = False) -> dict[str, Any]:
-    policy = train_tianshou_ppo(env_kwargs, seed, clock, progress, **hp)
+    from kcrl.agents.tianshou import train_tianshou_ppo
+
+    policy = train_tianshou_ppo(env_kwargs, seed, clock, progress, ENV_ID, **hp)
     defaults = known_hyperparameters("tianshou")
     collection, batch, repeat = (hp.get(k, defaults[k]) for k in
                                  ("collection_step_num_env_steps", "batch_size", "update_step_num_repetitions"))

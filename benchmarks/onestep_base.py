@@ -4,11 +4,11 @@ These are the starting points that PR (Eq. 10/12 with a fixed or learned constra
 improve, measured with exact or standard metrics:
 
 * ``ring-base`` — the implicit generator x = G(z) of ``GaussianRing-v0`` trained by MMD
-  (:mod:`kcrl.agents.implicit_generator`), scored by the exact log-likelihood under the true
+  (:mod:`kcrl.models.implicit_generator`), scored by the exact log-likelihood under the true
   mixture, the share of high-quality samples (within 3 std of a mode) and the number of modes
   covered; the true data and the untrained generator are reference rows.
 * ``digits-base`` — the conditional encoder-decoder of ``StructuredDigits-v0`` trained by
-  Bernoulli maximum likelihood (:mod:`kcrl.agents.image_generator`), scored by SSIM against the
+  Bernoulli maximum likelihood (:mod:`kcrl.models.image_generator`), scored by SSIM against the
   true target on test pairs, next to trivial baselines (copy the source image; the class-mean
   image; the upsampled silhouette itself).
 
@@ -25,14 +25,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kcrl.agents.image_generator import (
+from kcrl.models.image_generator import (
     ConditionalImageGenerator,
     ImageGeneratorArgs,
     evaluate_nll,
     generate,
     train_image_generator,
 )
-from kcrl.agents.implicit_generator import ImplicitGenerator, ImplicitGeneratorArgs, train_mmd
+from kcrl.models.implicit_generator import ImplicitGenerator, ImplicitGeneratorArgs, train_mmd
 from kcrl.benchmarks import suite_config
 from kcrl.benchmarks.plots import plot_image_rows
 from kcrl.benchmarks.report import markdown_table, write_results

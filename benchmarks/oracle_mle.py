@@ -5,7 +5,7 @@ oracle samples for SeqGAN's 120 epochs, keeps a snapshot at the best validation 
 early-stopped arm), and reports for both, in nats per token:
 
 * NLL_oracle of 10,000 generator samples at temperatures 0.8 / 1.0 / 1.2 (the control of
-  BENCHMARKS.md: lower temperature lowers NLL_oracle at the cost of diversity, so each row
+  docs/design.md §4: lower temperature lowers NLL_oracle at the cost of diversity, so each row
   also shows the generator's entropy rate ``self_nll``, the diversity to match);
 * held-out NLL of 10,000 fresh oracle samples under the generator;
 * the reference points: the oracle on its own samples (floor) and uniform random tokens.
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from kcrl.agents.lstm_generator import LSTMGenerator, MLEArgs, train_mle
+from kcrl.models.lstm_generator import LSTMGenerator, MLEArgs, train_mle
 from kcrl.benchmarks import suite_config
 from kcrl.benchmarks.report import markdown_table, write_results
 from kcrl.envs.oracle import ORACLE_SEED, SEQGAN_TRAIN_SAMPLES, OracleWorld

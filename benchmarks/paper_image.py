@@ -1,6 +1,6 @@
 """``kcrl bench paper-image``: the paper's image comparison (Hu et al. 2018, §5.2) on StructuredDigits-v0.
 
-One base generator (:class:`~kcrl.agents.image_generator.ConditionalImageGenerator`) is trained
+One base generator (:class:`~kcrl.models.image_generator.ConditionalImageGenerator`) is trained
 by Bernoulli maximum likelihood once per suite run; every (variant, seed) then continues from it
 for the same number of Algorithm 1 iterations with :class:`~kcrl.trainer.PRTrainer`, through
 :class:`ImageTrainerAdapter` (contexts = the env's ``(2, 28, 28)`` context tensors, x = binary
@@ -23,11 +23,11 @@ Scores on test pairs (fixed evaluation seed): SSIM of the generated *mean* image
 is reported next to it), and the frozen structure constraint's mean f on the mean images.
 
 ``generator: implicit`` runs the same four variants with an implicit model instead,
-:class:`~kcrl.agents.implicit_image_generator.ImplicitImageGenerator` x = G_theta(z, c): its base is
+:class:`~kcrl.models.implicit_image_generator.ImplicitImageGenerator` x = G_theta(z, c): its base is
 pretrained by its own L(theta), a conditional GAN loss plus ``implicit.recon_weight`` times a
 reconstruction term (``implicit.reconstruction``: l1, l2 or bce; bce by default, as l1 and l2 saturate
 the sigmoid to black images on these digits)
-(:class:`~kcrl.agents.implicit_image_generator.ConditionalGANObjective`, which the trainer keeps
+(:class:`~kcrl.models.implicit_image_generator.ConditionalGANObjective`, which the trainer keeps
 applying as L(theta), discriminator included); the PR term is Eq. 12 reparameterised
 (``generator_update="eq12_reparam"``, ``-alpha E_z[f(G(z, c), c)]``), and ``base`` is GAN(+reconstruction) only.
 It has no density, so no test NLL and no KL to the base are reported; it is scored by the SSIM of
@@ -44,7 +44,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from kcrl.agents.image_generator import (
+from kcrl.models.image_generator import (
     ConditionalImageGenerator,
     ImageGeneratorArgs,
     bernoulli_nll,
@@ -52,7 +52,7 @@ from kcrl.agents.image_generator import (
     generate,
     train_image_generator,
 )
-from kcrl.agents.implicit_image_generator import (
+from kcrl.models.implicit_image_generator import (
     ConditionalGANObjective,
     ImplicitImageGenerator,
     ImplicitImageGeneratorArgs,

@@ -1,9 +1,9 @@
 """``kcrl bench paper-text``: the paper's text comparison (Hu et al. 2018, Table 1) on IMDB templates.
 
 Every variant starts from the same MLE checkpoint of
-:class:`~kcrl.agents.text_generator.TemplateGenerator` (``benchmarks/results/template-base``)
+:class:`~kcrl.models.text_generator.TemplateGenerator` (``benchmarks/results/template-base``)
 and trains for the same wall-clock budget with :class:`~kcrl.trainer.PRTrainer`
-(Algorithm 1), through :class:`~kcrl.agents.text_generator.TrainerAdapter` (contexts = encoded
+(Algorithm 1), through :class:`~kcrl.models.text_generator.TrainerAdapter` (contexts = encoded
 templates, K samples per template, importance weights normalised within each template,
 per-token Eq. 10, ``<unk>`` written only where the template shows it):
 
@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from kcrl.agents.text_generator import TemplateGenerator, TrainerAdapter
+from kcrl.models.text_generator import TemplateGenerator, TrainerAdapter
 from kcrl.benchmarks import suite_config
 from kcrl.benchmarks.plots import plot_curves
 from kcrl.benchmarks.report import group_by_variant, markdown_table, write_results
@@ -99,7 +99,7 @@ class PaperTextConfig:
     """most tokens per sentence (``<eos>`` included)"""
     pr_density: str = "model"
     """the density Eq. 10 raises on the PR samples: ``model`` (log p_theta) or ``proposal`` (log of the
-    sampler's distribution, ``<unk>`` filler banned; see :class:`~kcrl.agents.text_generator.TrainerAdapter`)"""
+    sampler's distribution, ``<unk>`` filler banned; see :class:`~kcrl.models.text_generator.TrainerAdapter`)"""
     eval_templates: int = 0
     """test templates scored (0: the whole test split)"""
     examples: int = 4

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from kcrl.benchmarks import SUITES, get_suite, suite_config, suite_schema
-from kcrl.errors import ConfigError, MissingDependencyError, require_optional, unknown_name
+from kcrl.errors import ConfigError, unknown_name
 from kcrl.progress import progress as progress_bar
 
 BACKENDS = ("local", "ray")
@@ -47,18 +47,10 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def _run_in_worker(run_task: Callable[[Any], Any], task: Any) -> Any:
+def run_in_worker(run_task: Callable[[Any], Any], task: Any) -> Any:
     """One run in a worker process (local pool or Ray): one thread, like the in-process runs."""
     _init_worker()
     return run_task(task)
-
-
-def _probe_worker(module: str) -> str:
-    """Imports the suite's module in a Ray worker; returns the kcrl version found there."""
-    importlib.import_module(module)
-    from importlib.metadata import version
-
-    return version("kcrl")
 
 
 def _check_jobs(jobs: int) -> int:
@@ -79,64 +71,10 @@ def _map_local_pool(run_task, task_list: list, jobs: int, show_progress: bool) -
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=min(jobs, max(len(task_list), 1)), mp_context=context,
                              initializer=_init_worker) as pool:
-        futures = {pool.submit(_run_in_worker, run_task, t): i for i, t in enumerate(task_list)}
+        futures = {pool.submit(run_in_worker, run_task, t): i for i, t in enumerate(task_list)}
         for future in progress_bar(as_completed(futures), "runs", enabled=show_progress, total=len(futures)):
             results[futures[future]] = future.result()
     return results
-
-
-def _map_ray(run_task, task_list: list, jobs: int, ray_address: str | None, show_progress: bool) -> list:
-    ray = require_optional("ray", "ray")
-    started_here = not ray.is_initialized()
-    if started_here:
-        runtime_env = {"env_vars": {"OMP_NUM_THREADS": "1"}}
-        ray_address = ray_address or os.environ.get("RAY_ADDRESS") or None  # set inside `ray job submit`
-        if ray_address is None:  # "local": a fresh instance, even if another one runs on this machine
-            ray.init(address="local", num_cpus=jobs, include_dashboard=False, log_to_driver=False,
-                     runtime_env=runtime_env)
-        else:
-            try:
-                ray.init(address=ray_address, log_to_driver=False, runtime_env=runtime_env)
-            except (ConnectionError, RuntimeError, ValueError) as exc:
-                cause = f" ({str(exc.__cause__).splitlines()[-1]})" if exc.__cause__ is not None else ""
-                raise ConfigError(
-                    f"could not connect to the Ray cluster at {ray_address!r}: {exc}{cause}. Check the address "
-                    "(`ray status` on the head node prints it; `auto` finds a cluster started on this machine); "
-                    "a cluster with token authentication also needs RAY_AUTH_MODE=token and its token "
-                    "(~/.ray/auth_token or RAY_AUTH_TOKEN). Or leave out --ray-address to start a local Ray."
-                ) from exc
-    try:
-        module = getattr(run_task, "__module__", None)
-        if module and module != "__main__":
-            try:
-                remote_version = ray.get(ray.remote(num_cpus=0)(_probe_worker).remote(module))
-            except ray.exceptions.RayError as exc:
-                raise MissingDependencyError(
-                    f"Ray workers cannot import {module!r}: {exc}. Install the same kcrl on every node of the "
-                    "cluster (e.g. `pip install -e .` from the same commit), then run again."
-                ) from exc
-            from importlib.metadata import version
-
-            if remote_version != version("kcrl"):
-                raise ConfigError(
-                    f"the Ray workers run kcrl {remote_version}, this process runs kcrl {version('kcrl')}; "
-                    "install the same version on every node so that results are comparable."
-                )
-        remote = ray.remote(num_cpus=1)(_run_in_worker)
-        refs = [remote.remote(run_task, t) for t in task_list]
-        index = {ref: i for i, ref in enumerate(refs)}
-        results: list = [None] * len(refs)
-        pending = list(refs)
-        with progress_bar(None, "runs", enabled=show_progress, total=len(refs)) as bar:
-            while pending:
-                done, pending = ray.wait(pending, num_returns=1)
-                for ref in done:
-                    results[index[ref]] = ray.get(ref)
-                bar.update(len(done))
-        return results
-    finally:
-        if started_here:
-            ray.shutdown()
 
 
 def map_tasks(run_task: Callable[[Any], Any], task_list: list, backend: str = "local", jobs: int = 1,
@@ -155,7 +93,9 @@ def map_tasks(run_task: Callable[[Any], Any], task_list: list, backend: str = "l
         if jobs == 1:
             return [run_task(t) for t in progress_bar(task_list, "runs", enabled=show_progress)]
         return _map_local_pool(run_task, task_list, jobs, show_progress)
-    return _map_ray(run_task, task_list, jobs, ray_address, show_progress)
+    from kcrl.benchmarks.ray_backend import map_ray  # needs ray (MissingDependencyError otherwise)
+
+    return map_ray(run_task, task_list, jobs, ray_address, show_progress)
 
 
 def run_suite(name: str, seed: int = 0, out: Path | None = None, quick: bool = False, show_progress: bool = True,

@@ -33,42 +33,32 @@ sampling, data order, dropout and constraint initialisation, not the shared base
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from kcrl.agents.lstm_generator import FILE_FORMAT, LSTMGenerator, MLEArgs, train_mle
-from kcrl.agents.sequence_scorer import SEQGAN_FILTER_SIZES, SEQGAN_NUM_FILTERS, cnn_constraint
 from kcrl.benchmarks import suite_config
 from kcrl.benchmarks.oracle_mle import PUBLISHED
+from kcrl.benchmarks.parts import (
+    ORACLE_PLAN as _PLAN, ORACLE_TRAINED as TRAINED, ORACLE_VARIANTS as VARIANTS, OracleGenerator,
+    fresh_generator, build_constraint, build_world, ensure_base,
+)
 from kcrl.benchmarks.plots import plot_curves
 from kcrl.benchmarks.report import group_by_variant, markdown_table, write_results
-from kcrl.checkpoint import load_checkpoint, save_checkpoint
-from kcrl.constraints import Constraint, zero_constraint
-from kcrl.envs.oracle import ORACLE_SEED, SEQGAN_TRAIN_SAMPLES, OracleWorld
-from kcrl.errors import ConfigError, ShapeError, unknown_name
+from kcrl.constraints import Constraint
+from kcrl.envs.oracle import ORACLE_SEED, SEQGAN_TRAIN_SAMPLES
+from kcrl.errors import ConfigError, unknown_name
+from kcrl.models.lstm_generator import LSTMGenerator, MLEArgs
+from kcrl.models.sequence_scorer import SEQGAN_FILTER_SIZES, SEQGAN_NUM_FILTERS
 from kcrl.oracle_metrics import evaluate_generator, nll_oracle, oracle_floor, uniform_nll_oracle
 from kcrl.progress import progress as progress_bar
 from kcrl.stats import mean_ci95, permutation_test
 from kcrl.trainer import PRConfig, PRTrainer
 
-VARIANTS = ("base", "mle", "binary_d", "learned", "constant")
-TRAINED = VARIANTS[1:]
-# variant -> PRTrainer variant, i.e. how f moves in Algorithm 1's constraint step
-_PLAN = {
-    "mle": "base",  # no constraint, no PR term: L(theta) only
-    "binary_d": "binary_d",  # logistic loss, data labelled 1, samples 0 (labels_real_is_one)
-    "learned": "learned",  # Eq. 8: alpha (E_data grad f - E_q grad f), E_q by importance weights
-    "constant": "fixed",  # f = 0 never moves: w_i = 1/K, Eq. 10 is MLE on the model's own samples
-}
-BASE_FORMAT = "kcrl.seqgan-oracle.base/1"
 CURVE_SEED = 7_919  # every learning-curve point scores samples drawn with this seed (common random numbers)
 EVAL_SEED = 10_000  # final scores: samples drawn with EVAL_SEED + the run's seed
 
@@ -159,108 +149,6 @@ class SeqGANOracleConfig:
         return (self.vocab_size, self.length, self.embed_dim, self.hidden_dim) == (5000, 20, 32, 32)
 
 
-# ---------------------------------------------------------------------- the world and the shared base
-def build_world(config: SeqGANOracleConfig) -> OracleWorld:
-    """The oracle and its data sets (deterministic in the config; the validation split is unused)."""
-    return OracleWorld(
-        vocab_size=config.vocab_size, length=config.length, embed_dim=config.embed_dim, hidden_dim=config.hidden_dim,
-        oracle_seed=config.oracle_seed, data_seed=config.data_seed, train_samples=config.train_samples,
-        valid_samples=0, test_samples=config.test_samples,
-    ).to(config.device)
-
-
-def _fresh_generator(config: SeqGANOracleConfig, world: OracleWorld, seed: int) -> LSTMGenerator:
-    """SeqGAN's untrained generator: N(0, 0.1) parameters drawn from a CPU generator seeded ``seed``."""
-    return LSTMGenerator(
-        world.vocab_size, config.embed_dim, config.hidden_dim, config.length, world.oracle.start_token,
-        init_std=0.1, generator=torch.Generator().manual_seed(seed),
-    ).to(world.device)
-
-
-def base_key(config: SeqGANOracleConfig, seed: int) -> str:
-    """The cache key of the shared base: a digest of everything that determines its weights."""
-    spec = {
-        "format": BASE_FORMAT, "seed": seed, "device": config.device, "mle": asdict(replace(config.base_mle, seed=seed)),
-        **{k: getattr(config, k) for k in ("vocab_size", "length", "embed_dim", "hidden_dim", "oracle_seed", "data_seed",
-                                           "train_samples")},
-    }
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def base_path(config: SeqGANOracleConfig, seed: int) -> Path:
-    """Where the shared base of ``(config, seed)`` is cached."""
-    if config.base_cache is not None:
-        folder = Path(config.base_cache).expanduser()
-    else:
-        from kcrl.data.corpus import cache_dir
-
-        folder = cache_dir() / "seqgan-oracle"
-    return folder / f"base-{base_key(config, seed)}.pt"
-
-
-def ensure_base(config: SeqGANOracleConfig, seed: int, progress: bool = True) -> tuple[Path, dict[str, Any]]:
-    """Train the shared MLE base once (SeqGAN's recipe) or find it in the cache; returns its path and info.
-
-    The file is written atomically (:func:`kcrl.checkpoint.save_checkpoint`) and readable by
-    :meth:`LSTMGenerator.load`; ``info`` has ``key``, ``cached`` (found, not trained now),
-    ``train_seconds`` and the MLE ``history``.
-    """
-    path = base_path(config, seed)
-    key = base_key(config, seed)
-    if path.is_file():
-        record = load_checkpoint(path)
-        if record.get("key") == key:
-            return path, {"key": key, "cached": True, "train_seconds": record["train_seconds"], "history": record["history"]}
-    world = build_world(config)
-    model = _fresh_generator(config, world, seed)
-    start = time.perf_counter()
-    history = train_mle(model, world.data("train"), None, replace(config.base_mle, seed=seed), show_progress=progress)
-    seconds = time.perf_counter() - start
-    history = [{k: v for k, v in r.items() if isinstance(v, (int, float))} for r in history]
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    save_checkpoint(path, {"format": FILE_FORMAT, "config": model.config(), "state_dict": state, "key": key,
-                           "train_seconds": seconds, "history": history})
-    return path, {"key": key, "cached": False, "train_seconds": seconds, "history": history}
-
-
-class OracleGenerator(nn.Module):
-    """:class:`LSTMGenerator` as PRTrainer's unconditional ``ExplicitGenerator``.
-
-    The trainer calls ``sample(n, generator=...)`` and ``log_prob(x, context)``; an LSTM language
-    model has no context, and its own ``log_prob``'s second argument means something else
-    (``per_token``), so this adapter names both and refuses a context.
-    """
-
-    def __init__(self, model: LSTMGenerator) -> None:
-        super().__init__()
-        self.model = model
-
-    def sample(self, n: int, generator: torch.Generator | None = None, context: torch.Tensor | None = None):
-        """``(x, log p_theta(x))``: ``(n, T)`` ids and ``(n,)``."""
-        self._no_context(context)
-        return self.model.sample(n, generator)
-
-    def log_prob(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        """Differentiable sequence log-likelihood ``log p_theta(x)``, ``(N,)``."""
-        self._no_context(context)
-        return self.model.log_prob(x)
-
-    @staticmethod
-    def _no_context(context: torch.Tensor | None) -> None:
-        if context is not None:
-            raise ShapeError(f"the oracle generator is unconditional; got a context of shape {tuple(context.shape)}.")
-
-
-def build_constraint(variant: str, config: SeqGANOracleConfig, seed: int) -> Constraint:
-    """The constraint of a trained variant: the CNN scorer (binary_d, learned), or f = 0 (mle, constant)."""
-    if variant in ("binary_d", "learned"):
-        return cnn_constraint(
-            config.vocab_size, config.length, embed_dim=config.scorer_embed_dim, filter_sizes=config.scorer_filter_sizes,
-            num_filters=config.scorer_num_filters, dropout=config.scorer_dropout, seed=seed,
-        ).to(config.device)
-    return zero_constraint()  # mle never reads it; constant's uniform weights
-
-
 # ---------------------------------------------------------------------- one run
 def score_base(config: SeqGANOracleConfig, path: Path, seed: int) -> dict[str, Any]:
     """The shared base at each temperature, plus the reference points: floor, uniform, untrained."""
@@ -272,7 +160,7 @@ def score_base(config: SeqGANOracleConfig, path: Path, seed: int) -> dict[str, A
         "temperatures": evaluate_generator(oracle, model, world.data("test"), n, EVAL_SEED + seed, config.temperatures),
         "oracle_floor": oracle_floor(oracle, n, torch.Generator(device).manual_seed(seed + 1), config.length),
         "uniform_nll_oracle": uniform_nll_oracle(oracle, n, config.length, torch.Generator(device).manual_seed(seed + 2)),
-        "untrained_nll_oracle": nll_oracle(oracle, _fresh_generator(config, world, seed), n,
+        "untrained_nll_oracle": nll_oracle(oracle, fresh_generator(config, world, seed), n,
                                            torch.Generator(device).manual_seed(EVAL_SEED + seed)),
         "start_nll_oracle": nll_oracle(oracle, model, config.curve_samples, torch.Generator(device).manual_seed(CURVE_SEED)),
     }

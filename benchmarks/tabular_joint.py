@@ -16,17 +16,14 @@ import torch
 
 from kcrl.benchmarks import suite_config
 from kcrl.benchmarks.plots import plot_curves
+from kcrl.benchmarks.parts import POLICY_VARIANTS, TABULAR_VARIANTS as VARIANTS, build_policy, build_variant
 from kcrl.benchmarks.report import group_by_variant, markdown_table, write_results
 from kcrl.constraints import TokenPotentialConstraint
-from kcrl.envs.tabular import TabularAutoregressive, TabularWorld
+from kcrl.envs.tabular import TabularWorld
 from kcrl.posterior import kl_divergence
 from kcrl.stats import mean_ci95, permutation_test
 from kcrl.trainer import PRConfig, PRTrainer
 
-VARIANTS = ("base", "binary_d", "mstep", "fixed_complete", "fixed_incomplete", "learned", "learned_policy", "learned_agent")
-# Variants whose generator is kcrl's token policy (an MLP) rather than the tabular model: the same
-# learned constraint with Eq. 10 on that policy, or with kcrl's agent as the generator step.
-POLICY_VARIANTS = ("learned_policy", "learned_agent")
 TARGET = 0.02
 NOTES = """
 What the table shows: the learned constraint (Eq. 8 + Eq. 10) brings p_theta from far away to
@@ -80,50 +77,6 @@ class TabularJointConfig:
     """steps of exact distillation of the token policy onto the base model before training"""
 
 
-def build_variant(world: TabularWorld, variant: str) -> tuple[TabularAutoregressive, TokenPotentialConstraint, str]:
-    """The generator (a copy of the world's base model), the constraint and the trainer variant."""
-    generator = TabularAutoregressive(world.vocab_size, world.max_length)
-    generator.load_state_dict(world.base.state_dict())
-    generator.requires_grad_(True)
-    if variant.startswith("fixed"):
-        rule = TokenPotentialConstraint(world.vocab_size, world.max_length, pairwise=variant == "fixed_complete")
-        rule.unary.data.copy_(world.true_constraint.unary)
-        if variant == "fixed_complete":
-            rule.binary.data.copy_(world.true_constraint.binary)
-        return generator, rule.requires_grad_(False), "fixed"
-    return generator, TokenPotentialConstraint(world.vocab_size, world.max_length), variant
-
-
-def build_policy(world: TabularWorld, config: TabularJointConfig, seed: int, **world_kwargs):
-    """kcrl's soft-PG agent on TabularSequence-v0 and its policy as a generator, distilled to the base.
-
-    Distillation minimises the exact ``KL(p_base || pi)`` over all V^T sequences, so the policy
-    variants start where the tabular ones do (up to the distillation error, reported as the start KL).
-    ``world_kwargs`` (``constraint_scale``, ``alpha``) go to the agent's env, whose world is built from
-    ``seed`` and must equal ``world``; its ``alpha`` must be the trainer's.
-    """
-    from kcrl.agents.generator_steps import PolicyGenerator
-    from kcrl.agents.soft_pg import SoftPGAgent, SoftPGArgs
-    from kcrl.envs.tabular import make_tabular_vec_env
-
-    # its world is built from the same seed (and world_kwargs): equal to ``world``
-    env = make_tabular_vec_env(config.agent_envs, config.vocab_size, config.length, world_seed=seed,
-                               autoreset_mode="Disabled", **world_kwargs)
-    updates = config.trainer.iterations * config.agent_updates
-    agent = SoftPGAgent(env, SoftPGArgs(iterations=updates, lr=config.policy_lr, seed=seed))
-    generator = PolicyGenerator.from_agent(agent)
-    sequences = world.sequences()
-    with torch.no_grad():
-        log_p_base = world.base.log_prob(sequences)
-    optimizer = torch.optim.Adam(generator.parameters(), lr=1e-2)
-    for _ in range(config.distill_steps):
-        loss = -(log_p_base.exp() * generator.log_prob(sequences)).sum()  # KL(p_base || pi) + const
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    return agent, generator
-
-
 def run_variant(variant: str, seed: int, config: TabularJointConfig, progress: bool = False) -> dict[str, float]:
     """Train one variant on one seed; returns the exact KLs and the trainer's last log line."""
     world = TabularWorld(config.vocab_size, config.length, world_seed=seed)
@@ -134,7 +87,8 @@ def run_variant(variant: str, seed: int, config: TabularJointConfig, progress: b
     if variant in POLICY_VARIANTS:
         from kcrl.agents.generator_steps import AgentStep
 
-        agent, generator = build_policy(world, config, seed)
+        agent, generator = build_policy(world, seed, envs=config.agent_envs, iterations=config.trainer.iterations * config.agent_updates,
+                                        lr=config.policy_lr, distill_steps=config.distill_steps)
         constraint, trainer_variant, lr = TokenPotentialConstraint(world.vocab_size, world.max_length), "learned", config.policy_lr
         if variant == "learned_agent":
             generator_step = AgentStep(agent, updates=config.agent_updates)

@@ -1,6 +1,6 @@
 """``kcrl bench template-base``: the MLE base generator of ``TemplateSentence-v0`` on IMDB.
 
-Trains :class:`~kcrl.agents.text_generator.TemplateGenerator` by maximum likelihood on the
+Trains :class:`~kcrl.models.text_generator.TemplateGenerator` by maximum likelihood on the
 train-split templates (one thread), then scores it on the test split:
 
 * perplexity of the test sentences given their templates (per token, natural log inside,
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from kcrl.agents.text_generator import GeneratorConfig, MLEArgs, TemplateGenerator, train_mle
+from kcrl.models.text_generator import GeneratorConfig, MLEArgs, TemplateGenerator, train_mle
 from kcrl.benchmarks import suite_config
 from kcrl.benchmarks.report import markdown_table, write_results
 from kcrl.data.corpus import load_corpus
@@ -136,7 +136,7 @@ def run(seed: int = 0, out: Path | None = None, quick: bool = False, config: Tem
         if name == "sampled":
             metrics["sampled_self_bleu4"] = self_bleu(words, 4, sample_size=config.self_bleu_samples, seed=seed)
     # The same decoding with <unk> allowed anywhere (forbid_unk=False), as unrestricted generators
-    # are usually scored: higher accuracy, but <unk> becomes the favourite filler (FINDINGS).
+    # are usually scored: higher accuracy, but <unk> becomes the favourite filler (docs/design.md §5).
     for name, samples in (
         ("greedy", model.greedy(scored.templates, max_length=config.max_length, forbid_unk=False)),
         ("sampled", model.sample(scored.templates, generator=torch.Generator().manual_seed(seed), max_length=config.max_length, forbid_unk=False)),

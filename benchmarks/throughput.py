@@ -188,27 +188,23 @@ def _sb3_policy_params(model) -> int:
 
 def sb3_rate(config: ThroughputConfig, setting: SB3Setting, vocab: int, length: int, seed: int) -> tuple[float, int]:
     """SB3 PPO tokens/s (``learn``: rollouts + updates) and its policy's parameter count."""
-    from stable_baselines3 import PPO
-    from stable_baselines3.common.vec_env import DummyVecEnv
-    from torch import nn
-
-    from kcrl.agents.sb3 import SB3VecEnv, TokenFeatureExtractor
+    from kcrl.agents.sb3 import SB3VecEnv, build_ppo, single_env_vec_env
 
     kwargs = dict(vocab_size=vocab, length=length)
     if setting.vec_env == "adapter":
         venv = SB3VecEnv(gym.make_vec(config.env_id, num_envs=setting.n_envs, vectorization_mode="vector_entry_point", **kwargs))
     else:
-        venv = DummyVecEnv([lambda: gym.make(config.env_id, **kwargs) for _ in range(setting.n_envs)])
-    model = PPO(
-        "MultiInputPolicy", venv, n_steps=setting.n_steps, batch_size=setting.batch_size, n_epochs=setting.n_epochs,
-        seed=seed, device="cpu",
-        policy_kwargs=dict(
-            features_extractor_class=TokenFeatureExtractor,
-            features_extractor_kwargs=dict(embed_dim=config.embed_dim, pooling="flatten"),
-            net_arch=dict(pi=[config.hidden] * 2, vf=[config.hidden] * 2),
-            activation_fn=nn.Tanh,
-        ),
-    )
+        venv = single_env_vec_env(config.env_id, setting.n_envs, **kwargs)
+    hp = {
+        "n_steps": setting.n_steps, "batch_size": setting.batch_size, "n_epochs": setting.n_epochs, "device": "cpu",
+        "policy_kwargs": {
+            "features_extractor_class": "TokenFeatureExtractor",
+            "features_extractor_kwargs": {"embed_dim": config.embed_dim, "pooling": "flatten"},
+            "net_arch": {"pi": [config.hidden] * 2, "vf": [config.hidden] * 2},
+            "activation_fn": "tanh",
+        },
+    }
+    model = build_ppo(venv, hp, seed)
     rollout = setting.n_envs * setting.n_steps
     rounds = max(1, -(-config.sb3_tokens // rollout))
 

@@ -13,7 +13,7 @@ Constraints: the fixed one is the true mixture's log density, clipped below
 (:class:`RingLogDensityConstraint`, the "knowledge"); the learnable one is an MLP
 (:func:`learned_ring_constraint`) trained by MaxEnt IRL (Eq. 8,
 :class:`kcrl.agents.maxent_irl.MaxEntIRL`). The base generator is the implicit
-``x = G(z)`` of :mod:`kcrl.agents.implicit_generator`.
+``x = G(z)`` of :mod:`kcrl.models.implicit_generator`.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from kcrl.agents.lstm_generator import LSTMGenerator, PrefixStateCache
+from kcrl.models.lstm_generator import LSTMGenerator, PrefixStateCache
 from kcrl.constraints import Constraint
 from kcrl.envs.generation import BatchedGenerationEnv, GenerationEnv
 from kcrl.envs.task import SequenceTask
@@ -135,7 +135,7 @@ class OracleLikelihoodConstraint(Constraint):
 
     Its expectation under a generator is minus that generator's NLL_oracle, so it is the
     benchmark's quality measure used as reward: an upper-bound arm, not knowledge an agent
-    could have in practice (learn one from data instead, e.g. :func:`kcrl.agents.sequence_scorer.cnn_constraint`).
+    could have in practice (learn one from data instead, e.g. :func:`kcrl.models.sequence_scorer.cnn_constraint`).
     """
 
     def __init__(self, oracle: OracleLSTM) -> None:
@@ -160,7 +160,7 @@ class OracleWorld(SequenceTask):
             (N(0, 0.1) parameters) seeded ``base_seed``.
         base_seed: seed of the untrained base model and of a fresh learnable constraint.
         constraint: ``"oracle"`` (:class:`OracleLikelihoodConstraint`), ``"cnn"`` (a fresh
-            learnable :class:`~kcrl.agents.sequence_scorer.CNNSequenceScorer`) or a
+            learnable :class:`~kcrl.models.sequence_scorer.CNNSequenceScorer`) or a
             :class:`~kcrl.constraints.Constraint`.
         alpha: weight of the constraint in the reward.
         data_seed: seed of the data sets (each split has its own stream).
@@ -238,7 +238,7 @@ class OracleWorld(SequenceTask):
         if constraint == "oracle":
             return OracleLikelihoodConstraint(self.oracle)
         if constraint == "cnn":
-            from kcrl.agents.sequence_scorer import cnn_constraint
+            from kcrl.models.sequence_scorer import cnn_constraint
 
             return cnn_constraint(self.vocab_size, self.max_length, seed=self.base_seed)
         raise unknown_name("OracleSequence constraint", str(constraint), ["oracle", "cnn"])
@@ -324,7 +324,7 @@ class OracleSequenceEnv(GenerationEnv):
     its samples under the oracle (:mod:`kcrl.oracle_metrics`). The world
     (``env.unwrapped.task``, an :class:`OracleWorld`) holds the oracle, 9,984 training samples
     (``task.data("train")``), held-out samples, the base model p_theta (an
-    :class:`~kcrl.agents.lstm_generator.LSTMGenerator`) and the constraint.
+    :class:`~kcrl.models.lstm_generator.LSTMGenerator`) and the constraint.
 
     ## Action Space
     ``Discrete(V)``: the next token (V = 5000).

@@ -4,7 +4,7 @@ A template is a corpus sentence with masked segments (``the <mask> was <mask> .`
 writes a whole sentence, token by token, that should follow it. The knowledge constraint is
 "the sentence follows the template": the fixed rule :class:`~kcrl.data.templates.TemplateRule`,
 a learned network :class:`TemplateConstraintNet` (trained by MaxEnt IRL, Eq. 8), or both summed.
-The base model p_theta is a :class:`~kcrl.agents.text_generator.TemplateGenerator`.
+The base model p_theta is a :class:`~kcrl.models.text_generator.TemplateGenerator`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from kcrl.agents.text_generator import GeneratorConfig, Memory, TemplateGenerator
+from kcrl.models.text_generator import GeneratorConfig, Memory, TemplateGenerator
 from kcrl.constraints import Constraint, NeuralConstraint, SumConstraint
 from kcrl.data.corpus import Corpus, CorpusConfig, Tokenizer
 from kcrl.data.templates import MaskingConfig, TemplateRule, prepare_templates, sentence_lengths
@@ -38,7 +38,7 @@ class TemplateConstraintNet(nn.Module):
 
     Per sentence position: ``[h_t; attention context_t]``; masked mean and max over positions;
     an MLP to one score. The last layer starts at zero, so f_phi = 0 until trained: added to the
-    rule (``constraint="learned"``) it is a residual that starts from the knowledge (FINDINGS).
+    rule (``constraint="learned"``) it is a residual that starts from the knowledge (docs/design.md §5).
 
     Shapes: ``x (N, T)`` sentence ids (read up to the first ``<eos>``/``<pad>``), ``template
     (N, L)`` -> ``(N,)``.
@@ -90,7 +90,7 @@ def make_template_constraint(
     * ``"rule"``: :class:`~kcrl.data.templates.TemplateRule` (fixed);
     * ``"learned"``: rule + ``learned_weight`` x :class:`TemplateConstraintNet` (a
       :class:`~kcrl.constraints.SumConstraint`; the network starts at 0, so f starts as the rule);
-    * ``"neural"``: the network alone (learned from scratch; FINDINGS: it tends to learn "real
+    * ``"neural"``: the network alone (learned from scratch; docs/design.md §5: it tends to learn "real
       vs generated" rather than the template rule);
     * a :class:`~kcrl.constraints.Constraint`: used as is.
     """
@@ -185,7 +185,7 @@ class TemplateWorld(SequenceTask):
             (see :func:`make_template_constraint`).
         unk_penalty: the rule's penalty per ``<unk>`` used as filler.
         base: ``None`` (an untrained generator, initialised from ``seed``), a checkpoint path, or a
-            :class:`~kcrl.agents.text_generator.TemplateGenerator` on the same vocabulary.
+            :class:`~kcrl.models.text_generator.TemplateGenerator` on the same vocabulary.
         seed: initialisation seed of the untrained base and of the learned constraint.
     """
 

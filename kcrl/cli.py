@@ -60,11 +60,11 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from kcrl.train import TrainConfig, train
+    from kcrl.benchmarks.train import TrainConfig, train
 
     config = TrainConfig.from_yaml(args.config)
     if args.ddp:  # one rank of a torchrun job (kcrl.distributed); rank 0 prints
-        from kcrl.distributed import train_distributed
+        from kcrl.benchmarks.train import train_distributed
 
         metrics = train_distributed(config, args.out, resume=args.resume, show_progress=not args.no_progress,
                                     sampling=args.ddp_sampling, tensorboard=args.tensorboard)
@@ -78,7 +78,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    from kcrl.train import sample
+    from kcrl.benchmarks.train import sample
 
     for row in sample(args.run, args.n, args.seed):
         print(json.dumps(row))
@@ -86,7 +86,7 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from kcrl.train import evaluate
+    from kcrl.benchmarks.train import evaluate
 
     print(json.dumps(evaluate(args.run), indent=2, sort_keys=True))
     return 0
@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--ray-address", help="address of an existing Ray cluster (default: start a local one)")
     bench.set_defaults(func=_bench)
     train = sub.add_parser("train", help="one Algorithm 1 run from a YAML config")
-    train.add_argument("config", help="YAML config (see kcrl.train.TrainConfig)")
+    train.add_argument("config", help="YAML config (see kcrl.benchmarks.train.TrainConfig)")
     train.add_argument("--out", required=True, help="output folder (config, checkpoint, metrics)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     train.add_argument("--no-progress", action="store_true", help="hide progress bars")

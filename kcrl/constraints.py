@@ -1,6 +1,6 @@
 """Knowledge constraints f_phi(x, context) -> one score per sample.
 
-A constraint is, at once (DESIGN.md §1, the "f" row):
+A constraint is, at once (docs/design.md §1, the "f" row):
 
 =====================  ========================  ==================  ==============
 PR                     entropy-regularised RL    MaxEnt IRL          energy GAN

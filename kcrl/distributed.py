@@ -2,10 +2,11 @@
 
 Run it with ``torchrun``, one process per GPU (or per CPU worker)::
 
-    torchrun --nproc_per_node 2 -m kcrl.distributed run.yaml --out runs/ddp
+    torchrun --nproc_per_node 2 -m kcrl.cli train run.yaml --out runs/ddp --ddp
     torchrun --nproc_per_node 2 $(which kcrl) train run.yaml --out runs/ddp --ddp
 
-Both are :func:`kcrl.train.train` with a :class:`DistributedPRTrainer`. The backend is ``nccl``
+Both are :func:`kcrl.benchmarks.train.train` with a :class:`DistributedPRTrainer`
+(:func:`kcrl.benchmarks.train.train_distributed`). The backend is ``nccl``
 when CUDA is available (rank ``LOCAL_RANK`` on ``cuda:LOCAL_RANK``), ``gloo`` on CPU.
 
 What is split, and why the update is the single-process update
@@ -46,8 +47,6 @@ from __future__ import annotations
 
 import functools
 import os
-import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -168,7 +167,7 @@ class DistributedPRTrainer(PRTrainer):
         if not dist.is_available() or not dist.is_initialized():
             raise ConfigError(
                 "DistributedPRTrainer needs an initialised torch.distributed process group; launch with "
-                "`torchrun --nproc_per_node N -m kcrl.distributed CONFIG --out DIR` or call "
+                "`torchrun --nproc_per_node N -m kcrl.cli train CONFIG --out DIR --ddp` or call "
                 "kcrl.distributed.init_process_group() first."
             )
         if sampling not in SAMPLING:
@@ -320,38 +319,10 @@ def init_process_group(backend: str | None = None) -> tuple[int, int]:
         if missing:
             raise ConfigError(
                 f"data-parallel training needs the process-group variables that torchrun sets; missing "
-                f"{', '.join(missing)}. Launch with `torchrun --nproc_per_node N -m kcrl.distributed CONFIG --out DIR`."
+                f"{', '.join(missing)}. Launch with `torchrun --nproc_per_node N -m kcrl.cli train CONFIG --out DIR --ddp`."
             )
         backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
         dist.init_process_group(backend)
     return dist.get_rank(), dist.get_world_size()
-
-
-def train_distributed(config, out: str | Path, resume: bool = False, show_progress: bool = True,
-                      sampling: str = "sharded", stop_after: int | None = None, tensorboard: bool = False) -> dict[str, Any]:
-    """:func:`kcrl.train.train` on every rank of the torchrun job; rank 0 writes the files."""
-    from kcrl.posterior import LowESSWarning
-    from kcrl.train import train
-
-    rank, _ = init_process_group()
-    if rank != 0:
-        warnings.simplefilter("ignore", LowESSWarning)  # every rank sees the same weights; warn once
-    factory = functools.partial(DistributedPRTrainer, sampling=sampling)
-    try:
-        return train(config, out, resume=resume, show_progress=show_progress and rank == 0,
-                     stop_after=stop_after, trainer_factory=factory, tensorboard=tensorboard and rank == 0)
-    finally:
-        dist.destroy_process_group()
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m kcrl.distributed CONFIG --out DIR [...]`` = ``kcrl train CONFIG --out DIR --ddp [...]``."""
-    from kcrl.cli import main as cli_main
-
-    return cli_main(["train", *(sys.argv[1:] if argv is None else argv), "--ddp"])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

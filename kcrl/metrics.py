@@ -1,6 +1,6 @@
 """Text-generation metrics: template accuracy, perplexity, BLEU, distinct-n and self-BLEU.
 
-Conventions (BENCHMARKS.md "Text metrics"):
+Conventions (docs/design.md §4, "Text metrics"):
 
 * sentences are lists of tokens (or space-joined strings of them), already tokenised and
   lowercased by :class:`kcrl.data.RegexTokenizer`; BLEU therefore uses sacrebleu with
@@ -52,7 +52,7 @@ def perplexity(model, data: TemplateSet, count_eos: bool = True, batch_size: int
 
     Args:
         model: anything with ``token_log_probs(x (N, T), templates (N, L), lengths (N,)) -> (N, T)``
-            (e.g. :class:`~kcrl.agents.text_generator.TemplateGenerator`); run in eval mode.
+            (e.g. :class:`~kcrl.models.text_generator.TemplateGenerator`); run in eval mode.
         data: held-out templates and their true sentences (score the *test* split).
         count_eos: include each sentence's ``<eos>`` among the scored tokens.
         batch_size: sentences per forward pass.

@@ -14,7 +14,7 @@
 
 Models are duck-typed: anything with ``sample(n, generator, temperature=, length=)`` returning
 ``(x, log p(x))`` and ``log_prob(x, temperature=)`` (e.g.
-:class:`~kcrl.agents.lstm_generator.LSTMGenerator`) works.
+:class:`~kcrl.models.lstm_generator.LSTMGenerator`) works.
 """
 
 from __future__ import annotations

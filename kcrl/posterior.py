@@ -1,6 +1,6 @@
 """The posterior q(x) ∝ p_theta(x) exp(alpha f(x)) and its importance weights.
 
-This module is the "q" row of the PR <-> RL <-> IRL table (DESIGN.md §1):
+This module is the "q" row of the PR <-> RL <-> IRL table (docs/design.md §1):
 
 =============  =====================================  =======================================
 PR             entropy-regularised RL                 MaxEnt IRL

@@ -1,4 +1,4 @@
-"""The entropy-regularised RL view of the PR E-step (DESIGN.md §1, the "RL" column).
+"""The entropy-regularised RL view of the PR E-step (docs/design.md §1, the "RL" column).
 
 An episode writes x = (a_0, ..., a_{T-1}) one token per step. With
 

@@ -228,7 +228,7 @@ class PRTrainer:
             :class:`kcrl.agents.generator_steps.AgentStep`); L(theta) is still applied here. Its
             ``state_dict()``, if it has one, is part of the trainer's checkpoint.
         objective: optional L(theta) other than MLE (a :class:`GeneratorObjective`, e.g.
-            :class:`kcrl.agents.implicit_image_generator.ConditionalGANObjective`); ``None`` is MLE,
+            :class:`kcrl.models.implicit_image_generator.ConditionalGANObjective`); ``None`` is MLE,
             ``-mle_weight * mean log p_theta(data)``. Its ``state_dict()``, if it has one, is checkpointed.
 
     Raises:
@@ -604,7 +604,7 @@ def _check_density_needs(generator: Any, config: PRConfig, generator_step: Any, 
         raise ConfigError(
             f"{name} has no log_prob (an implicit generator), so its L(theta) cannot be the default maximum "
             "likelihood -mle_weight * mean log p_theta(data). Pass objective=... (e.g. "
-            "kcrl.agents.implicit_image_generator.ConditionalGANObjective)."
+            "kcrl.models.implicit_image_generator.ConditionalGANObjective)."
         )
     if config.variant != "base" and generator_step is None and config.generator_update != "eq12_reparam":
         raise ConfigError(

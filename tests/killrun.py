@@ -9,7 +9,7 @@ import time
 import yaml
 
 from kcrl.checkpoint import load_checkpoint
-from kcrl.train import TrainConfig, train
+from kcrl.benchmarks.train import TrainConfig, train
 
 
 def kill_and_resume(tmp_path, values: dict, kill_after: int):

@@ -153,7 +153,7 @@ def test_imdb_corpus_from_the_package():
     assert all(t == t.lower() for s in corpus.test[:200] for t in s)
     vocab = corpus.vocabulary(5000)
     covered = sum(corpus.counts.get(w, 0) for w in vocab.itos) / sum(corpus.counts.values())
-    assert 0.9 < covered < 0.96  # FINDINGS: 5,000 words cover ~93.5% of tokens
+    assert 0.9 < covered < 0.96  # measured: 5,000 words cover ~93.5% of tokens
 
 
 # ---------------------------------------------------------------------------- vocabulary

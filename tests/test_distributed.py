@@ -20,9 +20,9 @@ import yaml
 from kcrl.checkpoint import CheckpointError
 from kcrl.constraints import TokenPotentialConstraint
 from kcrl.distributed import DistributedPRTrainer, init_process_group, rank_seed, shard_sizes
-from kcrl.envs.tabular import TabularAutoregressive
+from kcrl.models.tabular import TabularAutoregressive
 from kcrl.errors import ConfigError, UnknownNameError
-from kcrl.train import TrainConfig, train
+from kcrl.benchmarks.train import TrainConfig, train
 from kcrl.trainer import PRConfig, PRTrainer
 
 WORLD = 2
@@ -166,7 +166,7 @@ def test_launch_outside_torchrun_says_how(monkeypatch):
         init_process_group()
     assert str(info.value) == (
         "data-parallel training needs the process-group variables that torchrun sets; missing RANK, WORLD_SIZE, "
-        "MASTER_ADDR, MASTER_PORT. Launch with `torchrun --nproc_per_node N -m kcrl.distributed CONFIG --out DIR`."
+        "MASTER_ADDR, MASTER_PORT. Launch with `torchrun --nproc_per_node N -m kcrl.cli train CONFIG --out DIR --ddp`."
     )
 
 
@@ -177,7 +177,7 @@ def _free_port():
 
 
 def test_torchrun_entry_point_matches_kcrl_train(tmp_path):
-    """`torchrun -m kcrl.distributed` (replicated sampling) ends where `kcrl train` ends."""
+    """`torchrun -m kcrl.cli train --ddp` (replicated sampling) ends where `kcrl train` ends."""
     config = {"seed": 3, "variant": "learned", "data_samples": 1000, "world": {"vocab_size": 3, "length": 3},
               "trainer": {"iterations": 15, "samples": 512, "data_batch": 256, "checkpoint_every": 5}}
     path = tmp_path / "run.yaml"
@@ -185,8 +185,8 @@ def test_torchrun_entry_point_matches_kcrl_train(tmp_path):
     reference = train(TrainConfig.from_dict(config), tmp_path / "one", show_progress=False)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(WORLD), "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), "-m", "kcrl.distributed", str(path), "--out", str(tmp_path / "ddp"),
-           "--no-progress", "--ddp-sampling", "replicated"]
+           "--master_port", str(_free_port()), "-m", "kcrl.cli", "train", str(path), "--out",
+           str(tmp_path / "ddp"), "--ddp", "--no-progress", "--ddp-sampling", "replicated"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())

@@ -24,7 +24,7 @@ from kcrl.errors import (
     UnknownNameError,
     require_optional,
 )
-from kcrl.train import TrainConfig
+from kcrl.benchmarks.train import TrainConfig
 from kcrl.trainer import PRConfig
 
 
@@ -265,7 +265,7 @@ def test_train_config_sections_follow_the_task():
 
 
 def test_train_resume_and_ddp_errors(tmp_path):
-    from kcrl.train import train
+    from kcrl.benchmarks.train import train
 
     config = TrainConfig.from_dict({"data_samples": 100, "trainer": {"iterations": 2, "samples": 16}})
     train(config, tmp_path / "run", show_progress=False, stop_after=1)
@@ -298,7 +298,7 @@ def _agent_trainer(updates=1, with_step=True, num_envs=8):
 def test_generator_step_checkpoint_errors(tmp_path):
     from stable_baselines3 import PPO
 
-    from kcrl.agents.generator_steps import PolicyGenerator, SB3Step
+    from kcrl.agents.sb3 import SB3Step, policy_generator
     from kcrl.agents.sb3 import TokenFeatureExtractor, make_sb3_vec_env
     from kcrl.constraints import TokenPotentialConstraint
     from kcrl.trainer import PRTrainer
@@ -309,7 +309,7 @@ def test_generator_step_checkpoint_errors(tmp_path):
     data = venv.env.task.sample_data(16, torch.Generator().manual_seed(0))
 
     def sb3_trainer(**overrides):
-        return PRTrainer(PolicyGenerator.from_sb3(model), TokenPotentialConstraint(4, 4), (data, None),
+        return PRTrainer(policy_generator(model), TokenPotentialConstraint(4, 4), (data, None),
                          PRConfig(iterations=2, samples=8, data_batch=8, **overrides), generator_step=SB3Step(model, 64))
 
     assert message(ConfigError, sb3_trainer().train, out=tmp_path / "sb3", show_progress=False) == (

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from kcrl.constraints import TokenPotentialConstraint
-from kcrl.envs.tabular import TabularAutoregressive, TabularWorld
+from kcrl.envs.tabular import TabularWorld
+from kcrl.models.tabular import TabularAutoregressive
 from kcrl.errors import NonFiniteError, ShapeError
 from kcrl.losses import constraint_loss, reparameterised_loss, score_function_loss, weighted_mle_loss
 from kcrl.posterior import ExactPosterior, log_importance_weights

@@ -12,7 +12,7 @@ import yaml
 
 from killrun import kill_and_resume
 from kcrl.checkpoint import load_checkpoint
-from kcrl.train import TrainConfig, evaluate, sample, train
+from kcrl.benchmarks.train import TrainConfig, evaluate, sample, train
 
 # kcrl's soft-PG agent as the generator step on a 3 x 3 tabular world
 AGENT = {"seed": 4, "generator_step": "agent", "data_samples": 500, "world": {"vocab_size": 3, "length": 3},
@@ -88,12 +88,12 @@ def test_sigkill_then_resume_on_the_oracle_task(tmp_path):
 
 
 def test_module_docstring_yaml_examples_are_valid_configs():
-    """Every YAML block of kcrl.train's docstring builds a TrainConfig (the documented keys exist)."""
+    """Every YAML block of kcrl.benchmarks.train's docstring builds a TrainConfig (the documented keys exist)."""
     import re
 
-    import kcrl.train
+    import kcrl.benchmarks.train
 
-    blocks = re.findall(r"::\n\n((?:    .*\n|\n)+)", kcrl.train.__doc__)
+    blocks = re.findall(r"::\n\n((?:    .*\n|\n)+)", kcrl.benchmarks.train.__doc__)
     assert len(blocks) == 3
     for block in blocks:
         values = yaml.safe_load("\n".join(line[4:] for line in block.splitlines()))

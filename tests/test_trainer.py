@@ -13,9 +13,9 @@ from killrun import kill_and_resume
 from kcrl.benchmarks.tabular_joint import TabularJointConfig, run_variant
 from kcrl.checkpoint import CheckpointError, load_checkpoint
 from kcrl.constraints import RuleConstraint, TokenPotentialConstraint
-from kcrl.envs.tabular import TabularAutoregressive
+from kcrl.models.tabular import TabularAutoregressive
 from kcrl.errors import ConfigError, NonFiniteError, UnknownNameError
-from kcrl.train import TrainConfig, train
+from kcrl.benchmarks.train import TrainConfig, train
 from kcrl.trainer import PRConfig, PRTrainer
 
 

@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from kcrl.constraints import TokenPotentialConstraint
-from kcrl.envs.tabular import TabularAutoregressive, TabularWorld
+from kcrl.envs.tabular import TabularWorld
+from kcrl.models.tabular import TabularAutoregressive
 from kcrl.posterior import ExactPosterior, kl_divergence
 from kcrl.trainer import PRConfig, PRTrainer
 

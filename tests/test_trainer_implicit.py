@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from kcrl.agents.implicit_image_generator import (
+from kcrl.models.implicit_image_generator import (
     ConditionalGANObjective,
     ImplicitImageGenerator,
     ImplicitImageGeneratorArgs,
@@ -110,7 +110,7 @@ def test_density_needs_are_refused_in_full():
     assert str(err.value) == (
         "ImplicitImageGenerator has no log_prob (an implicit generator), so its L(theta) cannot be the default "
         "maximum likelihood -mle_weight * mean log p_theta(data). Pass objective=... (e.g. "
-        "kcrl.agents.implicit_image_generator.ConditionalGANObjective)."
+        "kcrl.models.implicit_image_generator.ConditionalGANObjective)."
     )
     with pytest.raises(ConfigError) as err:
         PRConfig(generator_update="eq13")

@@ -1,7 +1,7 @@
 """Hyperparameter files in the style of rl-baselines3-zoo: one YAML per library, keyed by env id.
 
 ``kcrl.yaml`` (kcrl's :class:`~kcrl.agents.soft_pg.SoftPGAgent`), ``sb3.yaml`` (Stable-Baselines3
-PPO) and ``tianshou.yaml`` (Tianshou PPO through :func:`kcrl.benchmarks.agents.train_tianshou_ppo`)
+PPO) and ``tianshou.yaml`` (Tianshou PPO through :func:`kcrl.agents.tianshou.train_tianshou_ppo`)
 each map an environment id to the hyperparameters of that library's agent on it::
 
     TabularSequence-v0:
@@ -17,9 +17,13 @@ library's own parameters, so that a typo fails before anything trains:
 * ``sb3``: the parameters of ``stable_baselines3.PPO`` (``inspect.signature``; ``env`` and
   ``seed`` come from the caller), ``policy_kwargs`` checked against the policy class, and
   ``activation_fn`` / ``features_extractor_class`` given by name (no ``eval``);
-* ``tianshou``: the keyword-only parameters of :func:`kcrl.benchmarks.agents.train_tianshou_ppo`.
+* ``tianshou``: the keyword-only parameters of :func:`kcrl.agents.tianshou.train_tianshou_ppo`.
 
 ``n_envs`` and ``n_timesteps`` are the zoo's keys shared by every library, and required.
+
+Each library's schema is a :class:`Library`: kcrl's is here (:data:`KCRL`); the SB3 and Tianshou
+ones live with their adapters (:data:`kcrl.agents.sb3.SB3_PPO`, :data:`kcrl.agents.tianshou.TIANSHOU_PPO`),
+the only modules that import those libraries, and are looked up by name.
 
 Example:
     >>> from kcrl.agents.hyperparams import load_hyperparams
@@ -32,7 +36,8 @@ from __future__ import annotations
 
 import copy
 import inspect
-from dataclasses import MISSING, fields
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -47,32 +52,39 @@ HERE = Path(__file__).resolve().parent
 ZOO_KEYS = ("n_envs", "n_timesteps")
 """keys every library's entry has: parallel sub-envs, and the budget in env steps (tokens)"""
 
+ZOO_DOCS = {
+    "n_envs": "the number of parallel sub-envs",
+    "n_timesteps": "the training budget in env steps (one token each)",
+}
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "leaky_relu": nn.LeakyReLU}
 """activation names the files may use (SB3's ``policy_kwargs.activation_fn``, Tianshou's ``activation``)"""
 
-# Parameters of the libraries' entry points that a file may not set, and why.
-_RESERVED = {
-    "kcrl": {
-        "iterations": "it is derived from the budget as n_timesteps / (n_envs * episode length)",
-        "seed": "the seed comes from the caller (e.g. kcrl bench --seed)",
-    },
-    "sb3": {
-        "env": "the environment is the entry's id",
-        "seed": "the seed comes from the caller (e.g. kcrl bench --seed)",
-        "_init_setup_model": "it is an internal flag of SB3",
-    },
-    "tianshou": {},
-}
+
+@dataclass(frozen=True)
+class Library:
+    """The schema of one library's hyperparameter file.
+
+    Attributes:
+        name: the file's stem (``name.yaml`` next to this module).
+        schema: what the keys are, for error messages.
+        parameters: ``() -> {key: default}`` (``dataclasses.MISSING`` when none) of the library's entry
+            point; reserved keys are removed and the zoo's keys added by :func:`known_hyperparameters`.
+        reserved: keys of the entry point a file may not set, and why.
+        check: extra checks of one entry or override mapping (e.g. activation names), or ``None``.
+        finish: ``(values, overrides, where) -> None``, completes and checks the merged entry in place
+            (``where`` names the file's entry), or ``None``.
+    """
+
+    name: str
+    schema: str
+    parameters: Callable[[], dict[str, Any]]
+    reserved: dict[str, str] = field(default_factory=dict)
+    check: Callable[[dict[str, Any]], None] | None = None
+    finish: Callable[[dict[str, Any], dict[str, Any], str], None] | None = None
 
 
-def hyperparams_path(library: str) -> Path:
-    """The YAML file of ``library`` shipped with kcrl."""
-    if library not in LIBRARIES:
-        raise unknown_name("hyperparameter library", library, LIBRARIES)
-    return HERE / f"{library}.yaml"
-
-
-def _signature_defaults(fn, kinds: tuple) -> dict[str, Any]:
+def signature_defaults(fn, kinds: tuple) -> dict[str, Any]:
     """``name -> default`` (``MISSING`` when none) of ``fn``'s parameters of the given kinds."""
     return {
         name: (MISSING if p.default is inspect.Parameter.empty else p.default)
@@ -81,42 +93,79 @@ def _signature_defaults(fn, kinds: tuple) -> dict[str, Any]:
     }
 
 
-def known_hyperparameters(library: str) -> dict[str, Any]:
-    """``key -> default`` (``dataclasses.MISSING`` when there is none) of every key ``library``'s entries may hold."""
-    if library not in LIBRARIES:
-        raise unknown_name("hyperparameter library", library, LIBRARIES)
-    if library == "kcrl":
-        from kcrl.agents.soft_pg import SoftPGArgs
+def check_activation(name: Any, key: str) -> None:
+    """``name`` must be a key of :data:`ACTIVATIONS`."""
+    if name not in ACTIVATIONS:
+        raise unknown_name(key, name, ACTIVATIONS)
 
-        known = {f.name: f.default for f in fields(SoftPGArgs)}
-    elif library == "sb3":
-        from stable_baselines3 import PPO
 
-        any_kind = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-        known = _signature_defaults(PPO.__init__, any_kind)
-    else:
-        from kcrl.benchmarks.agents import train_tianshou_ppo
+def rounds_in_budget(name: str, budget: int, per_round: int, what: str) -> int:
+    """Updates of ``per_round`` tokens in a budget of ``budget`` tokens (``n_timesteps``); the budget must
+    be a multiple of ``per_round`` (``what`` names where ``per_round`` comes from, for the message)."""
+    if per_round < 1 or budget % per_round:
+        raise ConfigError(
+            f"the {name} agent consumes {per_round} tokens per update ({what}); the budget of {budget} tokens "
+            f"is not a multiple of it. Choose n_timesteps (or AgentsConfig.env_tokens) as a multiple of {per_round}."
+        )
+    return budget // per_round
 
-        known = _signature_defaults(train_tianshou_ppo, (inspect.Parameter.KEYWORD_ONLY,))
-    for key in _RESERVED[library]:
+
+def _soft_pg_parameters() -> dict[str, Any]:
+    from kcrl.agents.soft_pg import SoftPGArgs
+
+    return {f.name: f.default for f in fields(SoftPGArgs)}
+
+
+KCRL = Library(
+    name="kcrl",
+    schema="the fields of kcrl.agents.soft_pg.SoftPGArgs plus n_envs, n_timesteps",
+    parameters=_soft_pg_parameters,
+    reserved={
+        "iterations": "it is derived from the budget as n_timesteps / (n_envs * episode length)",
+        "seed": "the seed comes from the caller (e.g. kcrl bench --seed)",
+    },
+)
+"""kcrl's :class:`~kcrl.agents.soft_pg.SoftPGAgent` (``kcrl.yaml``)"""
+
+
+def library(name: str) -> Library:
+    """The schema of library ``name``; the SB3 and Tianshou ones come from their adapters."""
+    if name == "kcrl":
+        return KCRL
+    if name == "sb3":
+        from kcrl.agents.sb3.hyperparams import SB3_PPO
+
+        return SB3_PPO
+    if name == "tianshou":
+        from kcrl.agents.tianshou.ppo import TIANSHOU_PPO
+
+        return TIANSHOU_PPO
+    raise unknown_name("hyperparameter library", name, LIBRARIES)
+
+
+def hyperparams_path(name: str) -> Path:
+    """The YAML file of library ``name`` shipped with kcrl."""
+    if name not in LIBRARIES:
+        raise unknown_name("hyperparameter library", name, LIBRARIES)
+    return HERE / f"{name}.yaml"
+
+
+def known_hyperparameters(name: str) -> dict[str, Any]:
+    """``key -> default`` (``dataclasses.MISSING`` when there is none) of every key ``name``'s entries may hold."""
+    lib = library(name)
+    known = lib.parameters()
+    for key in lib.reserved:
         known.pop(key, None)
     for key in ZOO_KEYS:
         known.setdefault(key, MISSING)
     return known
 
 
-_SCHEMA = {
-    "kcrl": "the fields of kcrl.agents.soft_pg.SoftPGArgs plus n_envs, n_timesteps",
-    "sb3": "the parameters of stable_baselines3.PPO plus n_envs, n_timesteps",
-    "tianshou": "the keyword parameters of kcrl.benchmarks.agents.train_tianshou_ppo",
-}
-
-
-def _check_type(library: str, key: str, value: Any, default: Any, where: str) -> None:
+def _check_type(name: str, key: str, value: Any, default: Any, where: str) -> None:
     """Values must have the type of the parameter's default where that is a plain scalar."""
     if key in ZOO_KEYS:
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ConfigError(f"{library} hyperparameter {key!r} must be a positive integer; got {value!r} ({where}).")
+            raise ConfigError(f"{name} hyperparameter {key!r} must be a positive integer; got {value!r} ({where}).")
         return
     if isinstance(default, bool):
         ok, expected = isinstance(value, bool), "true or false"
@@ -128,80 +177,29 @@ def _check_type(library: str, key: str, value: Any, default: Any, where: str) ->
         return
     if not ok:
         hint = " YAML reads 1e-3 as a string: write 0.001 or 1.0e-3." if isinstance(value, str) and expected == "a number" else ""
-        raise ConfigError(f"{library} hyperparameter {key!r} must be {expected}; got {value!r} ({where}).{hint}")
+        raise ConfigError(f"{name} hyperparameter {key!r} must be {expected}; got {value!r} ({where}).{hint}")
 
 
-def _check_activation(name: Any, key: str) -> None:
-    if name not in ACTIVATIONS:
-        raise unknown_name(key, name, ACTIVATIONS)
-
-
-def _sb3_policy_class(policy: Any):
-    from stable_baselines3 import PPO
-
-    if isinstance(policy, str) and policy in PPO.policy_aliases:
-        return PPO.policy_aliases[policy]
-    raise unknown_name("SB3 PPO policy", str(policy), PPO.policy_aliases)
-
-
-def _check_policy_kwargs(policy: Any, policy_kwargs: Any, where: str) -> None:
-    if not isinstance(policy_kwargs, dict):
-        raise ConfigError(f"sb3 hyperparameter 'policy_kwargs' must be a mapping; got {policy_kwargs!r} ({where}).")
-    cls = _sb3_policy_class(policy)
-    known = set(_signature_defaults(cls.__init__, (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)))
-    known -= {"observation_space", "action_space", "lr_schedule"}
-    for key in policy_kwargs:
-        if key not in known:
-            raise ConfigError(
-                f"unknown sb3 policy_kwargs key {key!r} ({where}).{did_you_mean(key, known)} "
-                f"Known (the parameters of {cls.__name__}): {', '.join(sorted(known))}."
-            )
-    if "activation_fn" in policy_kwargs:
-        _check_activation(policy_kwargs["activation_fn"], "activation_fn")
-    if "features_extractor_class" in policy_kwargs:
-        name = policy_kwargs["features_extractor_class"]
-        if name not in _feature_extractors():
-            raise unknown_name("features_extractor_class", str(name), _feature_extractors())
-
-
-def _feature_extractors() -> dict[str, type]:
-    from stable_baselines3.common.torch_layers import CombinedExtractor
-
-    from kcrl.agents.sb3 import TokenFeatureExtractor
-
-    return {"TokenFeatureExtractor": TokenFeatureExtractor, "CombinedExtractor": CombinedExtractor}
-
-
-def sb3_policy_kwargs(policy_kwargs: dict[str, Any]) -> dict[str, Any]:
-    """SB3 ``policy_kwargs`` with names resolved to classes (``features_extractor_class`` defaults
-    to kcrl's :class:`~kcrl.agents.sb3.TokenFeatureExtractor`)."""
-    out = copy.deepcopy(policy_kwargs)
-    out["features_extractor_class"] = _feature_extractors()[out.get("features_extractor_class", "TokenFeatureExtractor")]
-    if "activation_fn" in out:
-        out["activation_fn"] = ACTIVATIONS[out["activation_fn"]]
-    return out
-
-
-def _check_entry(library: str, values: Any, where: str) -> None:
+def _check_entry(lib: Library, values: Any, where: str) -> None:
     if not isinstance(values, dict):
-        raise ConfigError(f"{library} hyperparameters must be a mapping of keys to values; got {values!r} ({where}).")
-    known = known_hyperparameters(library)
+        raise ConfigError(f"{lib.name} hyperparameters must be a mapping of keys to values; got {values!r} ({where}).")
+    known = known_hyperparameters(lib.name)
     for key, value in values.items():
-        if key in _RESERVED[library]:
-            raise ConfigError(f"{key!r} cannot be set in {library} hyperparameters ({where}): {_RESERVED[library][key]}.")
+        if key in lib.reserved:
+            raise ConfigError(f"{key!r} cannot be set in {lib.name} hyperparameters ({where}): {lib.reserved[key]}.")
         if key not in known:
             raise ConfigError(
-                f"unknown {library} hyperparameter {key!r} ({where}).{did_you_mean(str(key), known)} "
-                f"Known ({_SCHEMA[library]}): {', '.join(sorted(known))}."
+                f"unknown {lib.name} hyperparameter {key!r} ({where}).{did_you_mean(str(key), known)} "
+                f"Known ({lib.schema}): {', '.join(sorted(known))}."
             )
-        _check_type(library, key, value, known[key], where)
-    if library == "tianshou" and "activation" in values:
-        _check_activation(values["activation"], "activation")
+        _check_type(lib.name, key, value, known[key], where)
+    if lib.check is not None:
+        lib.check(values)
 
 
-def read_file(library: str, path: str | Path | None = None) -> dict[str, dict[str, Any]]:
+def read_file(name: str, path: str | Path | None = None) -> dict[str, dict[str, Any]]:
     """Every entry of a library's YAML file (default: the one shipped with kcrl), unvalidated."""
-    path = Path(path) if path is not None else hyperparams_path(library)
+    path = Path(path) if path is not None else hyperparams_path(name)
     if not path.is_file():
         raise ConfigError(f"hyperparameter file {str(path)!r} does not exist.")
     try:
@@ -214,52 +212,44 @@ def read_file(library: str, path: str | Path | None = None) -> dict[str, dict[st
 
 
 def load_hyperparams(
-    library: str, env_id: str, overrides: dict[str, Any] | None = None, path: str | Path | None = None
+    name: str, env_id: str, overrides: dict[str, Any] | None = None, path: str | Path | None = None
 ) -> dict[str, Any]:
-    """The checked hyperparameters of ``library``'s agent on ``env_id``, with ``overrides`` applied.
+    """The checked hyperparameters of ``name``'s agent on ``env_id``, with ``overrides`` applied.
 
     Args:
-        library: ``"kcrl"``, ``"sb3"`` or ``"tianshou"``.
+        name: the library, ``"kcrl"``, ``"sb3"`` or ``"tianshou"``.
         env_id: an entry of the library's file, e.g. ``"TabularSequence-v0"``.
         overrides: keys that replace the file's (checked the same way).
         path: another YAML file to read instead of the shipped one.
 
     Returns:
-        A plain dict (YAML types: names stay strings; see :func:`sb3_policy_kwargs`).
+        A plain dict (YAML types: names stay strings; see :func:`kcrl.agents.sb3.sb3_policy_kwargs`).
 
     Raises:
         UnknownNameError: unknown library or env id (with a suggestion).
         ConfigError: an unknown, reserved, missing or mistyped key (naming it, with close
             names and the known ones).
     """
-    if library not in LIBRARIES:
-        raise unknown_name("hyperparameter library", library, LIBRARIES)
-    file = Path(path) if path is not None else hyperparams_path(library)
-    entries = read_file(library, file)
+    lib = library(name)
+    file = Path(path) if path is not None else hyperparams_path(name)
+    entries = read_file(name, file)
     if env_id not in entries:
         raise unknown_name(f"environment id in {file.name}", env_id, entries)
     values = entries[env_id]
-    _check_entry(library, values, f"{file.name}, {env_id}")
+    _check_entry(lib, values, f"{file.name}, {env_id}")
     values = copy.deepcopy(values)
     if overrides:
-        _check_entry(library, overrides, "overrides")
+        _check_entry(lib, overrides, "overrides")
         values.update(copy.deepcopy(overrides))
     for key in ZOO_KEYS:
         if key not in values:
-            raise ConfigError(f"{library} hyperparameters for {env_id} need {key!r} ({file.name}): {ZOO_DOCS[key]}.")
-    if library == "sb3":
-        values.setdefault("policy", "MultiInputPolicy")
-        changed = overrides and ("policy" in overrides or "policy_kwargs" in overrides)
-        _check_policy_kwargs(values["policy"], values.get("policy_kwargs", {}), "overrides" if changed else f"{file.name}, {env_id}")
+            raise ConfigError(f"{name} hyperparameters for {env_id} need {key!r} ({file.name}): {ZOO_DOCS[key]}.")
+    if lib.finish is not None:
+        lib.finish(values, overrides or {}, f"{file.name}, {env_id}")
     return values
 
 
-ZOO_DOCS = {
-    "n_envs": "the number of parallel sub-envs",
-    "n_timesteps": "the training budget in env steps (one token each)",
-}
-
 __all__ = [
-    "ACTIVATIONS", "LIBRARIES", "ZOO_KEYS", "hyperparams_path", "known_hyperparameters", "load_hyperparams",
-    "read_file", "sb3_policy_kwargs",
+    "ACTIVATIONS", "KCRL", "LIBRARIES", "Library", "ZOO_KEYS", "check_activation", "hyperparams_path",
+    "known_hyperparameters", "library", "load_hyperparams", "read_file", "rounds_in_budget", "signature_defaults",
 ]

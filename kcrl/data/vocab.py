@@ -8,7 +8,7 @@ id       token       meaning
 0        ``<pad>``   unwritten / padding slot
 1        ``<bos>``   start of a sentence (decoder input only)
 2        ``<eos>``   end of a sentence (ends an episode)
-3        ``<unk>``   a word outside the vocabulary (counts as a word, but see FINDINGS)
+3        ``<unk>``   a word outside the vocabulary (counts as a word, but see docs/design.md §5)
 4        ``<mask>``  in a template: a masked segment of one or more words
 =======  ==========  ===================================================================
 

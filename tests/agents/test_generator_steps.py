@@ -77,13 +77,13 @@ def _exact_generator_and_joint_step(gen, step, policy):
 def test_sb3_policy_as_generator_and_generator_step():
     from stable_baselines3 import PPO
 
-    from kcrl.agents.generator_steps import SB3Step
+    from kcrl.agents.sb3 import SB3Step, policy_generator
     from kcrl.agents.sb3 import TokenFeatureExtractor, make_sb3_vec_env
 
     venv = make_sb3_vec_env("TabularSequence-v0", num_envs=64, seed=0, world_seed=3)
     model = PPO("MultiInputPolicy", venv, n_steps=8, batch_size=256, n_epochs=2, seed=0, ent_coef=0.01,
                 policy_kwargs=dict(features_extractor_class=TokenFeatureExtractor))
-    _exact_generator_and_joint_step(PolicyGenerator.from_sb3(model), SB3Step(model, timesteps=512), model.policy)
+    _exact_generator_and_joint_step(policy_generator(model), SB3Step(model, timesteps=512), model.policy)
     assert model.num_timesteps >= 8 * 512
     assert sb3_env_reference(model) is None
 
@@ -98,7 +98,7 @@ def test_tianshou_policy_as_generator_and_generator_step():
     from tianshou.algorithm.optim import AdamOptimizerFactory
     from tianshou.utils.net.discrete import DiscreteActor, DiscreteCritic
 
-    from kcrl.agents.generator_steps import TianshouStep
+    from kcrl.agents.tianshou import TianshouStep, policy_generator as tianshou_generator
     from kcrl.agents.tianshou import TokenNet, make_tianshou_vec_env
 
     torch.manual_seed(0)
@@ -110,12 +110,12 @@ def test_tianshou_policy_as_generator_and_generator_step():
     ppo = PPO(policy=policy, critic=DiscreteCritic(preprocess_net=TokenNet(space, (64,))),
               optim=AdamOptimizerFactory(lr=3e-4), ent_coef=0.01)
     step = TianshouStep(ppo, venv, env_steps=512, batch_size=256, repeat=2)
-    _exact_generator_and_joint_step(PolicyGenerator.from_tianshou(ppo, venv), step, actor)
+    _exact_generator_and_joint_step(tianshou_generator(ppo, venv), step, actor)
     assert venv.env.reference is None
 
 
 def sb3_env_reference(model):
-    from kcrl.agents.generator_steps import sb3_kcrl_env
+    from kcrl.agents.sb3 import sb3_kcrl_env
 
     return sb3_kcrl_env(model).env.reference
 
@@ -141,12 +141,12 @@ def test_sb3_policy_with_separate_actor_and_critic_extractors():
     """PolicyGenerator reads the actor's extractor whether or not SB3 shares it with the critic."""
     from stable_baselines3 import PPO
 
-    from kcrl.agents.sb3 import TokenFeatureExtractor, make_sb3_vec_env
+    from kcrl.agents.sb3 import TokenFeatureExtractor, make_sb3_vec_env, policy_generator
 
     venv = make_sb3_vec_env("TabularSequence-v0", num_envs=8, seed=0, world_seed=3)
     model = PPO("MultiInputPolicy", venv, n_steps=8, seed=0, policy_kwargs=dict(
         features_extractor_class=TokenFeatureExtractor, share_features_extractor=False))
-    gen = PolicyGenerator.from_sb3(model)
+    gen = policy_generator(model)
     log_p_all = gen.log_prob(gen.env.task.sequences())
     assert abs(torch.logsumexp(log_p_all, 0).item()) < 1e-4
     x, log_p = gen.sample(64, torch.Generator().manual_seed(0))

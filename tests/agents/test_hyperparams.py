@@ -15,8 +15,8 @@ from kcrl.agents.hyperparams import (
     known_hyperparameters,
     load_hyperparams,
     read_file,
-    sb3_policy_kwargs,
 )
+from kcrl.agents.sb3 import sb3_policy_kwargs
 from kcrl.agents.soft_pg import SoftPGArgs
 from kcrl.errors import ConfigError, UnknownNameError
 
@@ -69,7 +69,7 @@ def test_tianshou_keys_are_the_runner_parameters_with_tianshou_defaults():
     pytest.importorskip("tianshou")
     from tianshou.algorithm import PPO
 
-    from kcrl.benchmarks.agents import train_tianshou_ppo
+    from kcrl.agents.tianshou import train_tianshou_ppo
 
     runner = inspect.signature(train_tianshou_ppo).parameters
     keyword_only = {n for n, p in runner.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
@@ -121,7 +121,7 @@ def test_unknown_tianshou_key_lists_the_runner_parameters():
     known = sorted(known_hyperparameters("tianshou"))
     assert message(ConfigError, load_hyperparams, "tianshou", ENV, {"clip_range": 0.1}) == (
         "unknown tianshou hyperparameter 'clip_range' (overrides). "
-        f"Known (the keyword parameters of kcrl.benchmarks.agents.train_tianshou_ppo): {', '.join(known)}."
+        f"Known (the keyword parameters of kcrl.agents.tianshou.train_tianshou_ppo): {', '.join(known)}."
     )
 
 

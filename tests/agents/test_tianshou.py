@@ -37,7 +37,7 @@ def test_importing_the_module_does_not_import_tianshou():
 
 def test_missing_tianshou_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "tianshou", None)  # makes `import tianshou` raise ImportError
-    monkeypatch.delitem(sys.modules, "kcrl.agents._tianshou_backend", raising=False)
+    monkeypatch.delitem(sys.modules, "kcrl.agents.tianshou._backend", raising=False)
     for use in (
         lambda: kts.TianshouVectorEnv,
         lambda: kts.make_tianshou_vec_env("TabularSequence-v0", 2),

@@ -136,7 +136,7 @@ def _sharpen(linear: torch.nn.Linear, seed: int) -> None:
 def test_sb3_enumeration_matches_the_policy_s_own_sampling():
     from stable_baselines3 import PPO
 
-    from kcrl.agents.hyperparams import sb3_policy_kwargs
+    from kcrl.agents.sb3 import sb3_policy_kwargs
     from kcrl.agents.sb3 import make_sb3_vec_env
 
     kwargs = dict(vocab_size=3, length=3, world_seed=0)
@@ -163,11 +163,11 @@ def test_tianshou_enumeration_matches_the_collector_s_sampling():
     pytest.importorskip("tianshou")
     from tianshou.data import Collector, VectorReplayBuffer
 
-    from kcrl.agents.tianshou import make_tianshou_vec_env
+    from kcrl.agents.tianshou import make_tianshou_vec_env, train_tianshou_ppo
 
     kwargs = dict(vocab_size=3, length=3, world_seed=0)
-    policy = agents.train_tianshou_ppo(kwargs, 0, n_envs=4, n_timesteps=12, collection_step_num_env_steps=12,
-                                       batch_size=12, update_step_num_repetitions=1, hidden_sizes=(32,))
+    policy = train_tianshou_ppo(kwargs, 0, n_envs=4, n_timesteps=12, collection_step_num_env_steps=12,
+                              batch_size=12, update_step_num_repetitions=1, hidden_sizes=(32,))
     _sharpen([m for m in policy.actor.modules() if isinstance(m, torch.nn.Linear)][-1], 1)
     world = TabularWorld(**kwargs)
     exact = agents.tianshou_log_probs(policy.actor, world).exp().double()

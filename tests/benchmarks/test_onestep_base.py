@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from kcrl.agents.image_generator import ImageGeneratorArgs
-from kcrl.agents.implicit_generator import ImplicitGeneratorArgs
+from kcrl.models.image_generator import ImageGeneratorArgs
+from kcrl.models.implicit_generator import ImplicitGeneratorArgs
 from kcrl.benchmarks import SUITES, get_suite
 from kcrl.benchmarks.onestep_base import DigitsBaseConfig, RingBaseConfig, run_digits, run_ring
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from kcrl.agents.image_generator import ConditionalImageGenerator, ImageGeneratorArgs
+from kcrl.models.image_generator import ConditionalImageGenerator, ImageGeneratorArgs
 from kcrl.benchmarks import SUITES, get_suite, paper_image
 from kcrl.errors import ShapeError, UnknownNameError
 from kcrl.trainer import PRConfig

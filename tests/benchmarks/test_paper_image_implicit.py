@@ -3,7 +3,7 @@ variants, SSIM of G(z, c) with fixed noise, no density-based numbers, and the co
 
 import pytest
 
-from kcrl.agents.implicit_image_generator import ImplicitImageGeneratorArgs
+from kcrl.models.implicit_image_generator import ImplicitImageGeneratorArgs
 from kcrl.benchmarks import paper_image, suite_config
 from kcrl.errors import ConfigError
 from kcrl.trainer import PRConfig

@@ -6,7 +6,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from kcrl.agents.text_generator import GeneratorConfig, MLEArgs, TemplateGenerator, TrainerAdapter, train_mle
+from kcrl.models.text_generator import GeneratorConfig, MLEArgs, TemplateGenerator, TrainerAdapter, train_mle
 from kcrl.benchmarks import SUITES, get_suite, paper_text
 from kcrl.data import CorpusConfig
 from kcrl.data.templates import prepare_templates

@@ -7,8 +7,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from kcrl.agents.lstm_generator import LSTMGenerator, MLEArgs
-from kcrl.benchmarks import SUITES, get_suite, seqgan_oracle
+from kcrl.models.lstm_generator import LSTMGenerator, MLEArgs
+from kcrl.benchmarks import SUITES, get_suite, parts, seqgan_oracle
 from kcrl.errors import ShapeError, UnknownNameError
 from kcrl.trainer import PRConfig
 
@@ -55,8 +55,8 @@ def test_base_is_trained_once_and_shared(tiny):
     again = seqgan_oracle.tasks(seed=0, config=config, progress=False)
     assert again[0]["base_cached"] and again[0]["base_path"] == task_list[0]["base_path"]
     # another seed (or another base config) is another base
-    assert seqgan_oracle.base_key(config, 1) != seqgan_oracle.base_key(config, 0)
-    assert seqgan_oracle.base_key(replace(config, base_mle=MLEArgs(epochs=5)), 0) != seqgan_oracle.base_key(config, 0)
+    assert parts.base_key(config, 1) != parts.base_key(config, 0)
+    assert parts.base_key(replace(config, base_mle=MLEArgs(epochs=5)), 0) != parts.base_key(config, 0)
     assert isinstance(LSTMGenerator.load(task_list[0]["base_path"]), LSTMGenerator)
 
 
@@ -122,7 +122,7 @@ def test_unknown_variant_is_named_with_a_suggestion(tmp_path):
 
 def test_generator_adapter_is_unconditional():
     model = LSTMGenerator(vocab_size=5, length=3, generator=torch.Generator().manual_seed(0))
-    adapter = seqgan_oracle.OracleGenerator(model)
+    adapter = parts.OracleGenerator(model)
     x, log_p = adapter.sample(4, torch.Generator().manual_seed(1))
     assert torch.allclose(adapter.log_prob(x), log_p)
     with pytest.raises(ShapeError, match="unconditional"):

@@ -62,10 +62,10 @@ def test_one_source_of_truth_for_the_sizes(name):
 def _previous_quick_sizes() -> dict:
     """The quick sizes as the suites built them before the YAML files (quick_config() and the inline
     adjustments of run/tasks), spelled out so that moving them changed no number."""
-    from kcrl.agents.image_generator import ImageGeneratorArgs
-    from kcrl.agents.implicit_image_generator import ImplicitImageGeneratorArgs
-    from kcrl.agents.lstm_generator import MLEArgs as LSTMMLEArgs
-    from kcrl.agents.text_generator import MLEArgs as TextMLEArgs
+    from kcrl.models.image_generator import ImageGeneratorArgs
+    from kcrl.models.implicit_image_generator import ImplicitImageGeneratorArgs
+    from kcrl.models.lstm_generator import MLEArgs as LSTMMLEArgs
+    from kcrl.models.text_generator import MLEArgs as TextMLEArgs
     from kcrl.benchmarks import (
         agent_cost,
         onestep_base,

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from skimage.metrics import structural_similarity
 
 import kcrl  # noqa: F401  (registers the envs)
-from kcrl.agents.image_generator import (
+from kcrl.models.image_generator import (
     ConditionalImageGenerator,
     ImageGeneratorArgs,
     evaluate_nll,

@@ -11,7 +11,7 @@ import torch
 from scipy.stats import multivariate_normal
 
 import kcrl  # noqa: F401  (registers the envs)
-from kcrl.agents.implicit_generator import (
+from kcrl.models.implicit_generator import (
     ImplicitGenerator,
     ImplicitGeneratorArgs,
     mmd2,

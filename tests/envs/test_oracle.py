@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import kcrl  # noqa: F401  (registers the envs)
-from kcrl.agents.lstm_generator import LSTMGenerator, MLEArgs, PrefixStateCache, train_mle
-from kcrl.agents.sequence_scorer import CNNSequenceScorer, cnn_constraint
+from kcrl.models.lstm_generator import LSTMGenerator, MLEArgs, PrefixStateCache, train_mle
+from kcrl.models.sequence_scorer import CNNSequenceScorer, cnn_constraint
 from kcrl.constraints import Constraint
 from kcrl.envs.oracle import OracleLikelihoodConstraint, OracleLSTM, OracleWorld
 from kcrl.errors import ConfigError, ShapeError, UnknownNameError

@@ -11,7 +11,7 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import kcrl  # noqa: F401  (registers the environments)
-from kcrl.agents.text_generator import GeneratorConfig, MLEArgs, TemplateGenerator, train_mle
+from kcrl.models.text_generator import GeneratorConfig, MLEArgs, TemplateGenerator, train_mle
 from kcrl.constraints import NeuralConstraint, RuleConstraint, SumConstraint
 from kcrl.data import CorpusConfig, Vocabulary, VocabularyMismatchError
 from kcrl.data.templates import TemplateRule

@@ -1,4 +1,4 @@
-"""Stable-Baselines3 adapter: run SB3 algorithms on kcrl's batched generation envs.
+"""The SB3 ``VecEnv`` over kcrl's batched generation envs, and a token feature extractor.
 
 * :class:`SB3VecEnv` — an SB3 ``VecEnv`` over one :class:`~kcrl.envs.generation.BatchedGenerationEnv`
   (all N sub-envs step as one tensor operation; no Python loop over environments).
@@ -6,18 +6,6 @@
 * :class:`TokenFeatureExtractor` — embeds the token-id observations, so PPO/A2C stay small at
   large vocabularies (SB3's default ``CombinedExtractor`` one-hot encodes ``MultiDiscrete`` and
   flattens it: T*(V+1) inputs).
-
-Example (a few hundred PPO steps; see ``docs/adapters.md`` and ``tests/agents/test_sb3.py``):
-
-    >>> from stable_baselines3 import PPO
-    >>> from kcrl.agents.sb3 import TokenFeatureExtractor, make_sb3_vec_env
-    >>> venv = make_sb3_vec_env("TabularSequence-v0", num_envs=8, seed=0)
-    >>> model = PPO("MultiInputPolicy", venv, n_steps=16, batch_size=64, n_epochs=1, seed=0,
-    ...             policy_kwargs=dict(features_extractor_class=TokenFeatureExtractor))
-    >>> model = model.learn(total_timesteps=256)
-    >>> obs = venv.reset()
-    >>> sorted(obs), obs["tokens"].shape
-    (['length', 'tokens'], (8, 4))
 """
 
 from __future__ import annotations

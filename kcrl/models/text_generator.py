@@ -282,7 +282,7 @@ class TemplateGenerator(nn.Module):
 
         ``<pad>``, ``<bos>`` and ``<mask>`` are never written. With ``forbid_unk``, ``<unk>`` is
         written at most as often as the template shows it: a template's own ``<unk>`` stand for
-        words to copy, but as filler ``<unk>`` is banned (FINDINGS: an unrestricted generator
+        words to copy, but as filler ``<unk>`` is banned (docs/design.md §5: an unrestricted generator
         fills masks with it). Runs in eval mode; stops early once every row has written ``<eos>``.
 
         Args:
@@ -471,7 +471,7 @@ class TrainerAdapter(nn.Module):
     """A :class:`TemplateGenerator` behind :class:`kcrl.trainer.PRTrainer`'s generator protocol.
 
     The context of a sample is its encoded template ``(N, L)``. With ``forbid_unk`` (the default, as
-    FINDINGS advises) the sampler writes ``<unk>`` only where the template shows it, so its samples
+    docs/design.md §5 advises) the sampler writes ``<unk>`` only where the template shows it, so its samples
     are draws of that restricted distribution p~_theta, not of p_theta: ``<unk>`` filler has a large
     share of p_theta's mass where the real infills hold rare words.
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from kcrl.agents.text_generator import (
+from kcrl.models.text_generator import (
     GeneratorConfig,
     MLEArgs,
     TemplateGenerator,
@@ -122,7 +122,7 @@ def test_proposal_density_is_the_samplers_and_leaves_banned_tokens_alone():
     """``proposal=True`` scores the distribution ``sample(forbid_unk=True)`` draws from: it equals the
     sampler's own log-probability (also with ``<unk>`` the template shows), and Eq. 10 on it gives the
     banned ``<unk>`` logit no gradient, where the model density pushes it down."""
-    from kcrl.agents.text_generator import TrainerAdapter
+    from kcrl.models.text_generator import TrainerAdapter
 
     m = model()
     templates = torch.cat([TEMPLATES, torch.tensor([[UNK_ID, MASK_ID, UNK_ID, 0]])]).repeat(30, 1)

@@ -8,6 +8,11 @@
   to put inside Tianshou's ``DiscreteActor`` / ``DiscreteCritic``.
 * :func:`make_tianshou_vec_env` — ``gymnasium.make_vec`` + ``TianshouVectorEnv``.
 * :func:`tianshou_logits_fn` — a Tianshou actor as ``kcrl observation tensors -> (N, V) logits``.
+* :func:`policy_generator` and :class:`TianshouStep` — a Tianshou policy as Algorithm 1's generator
+  and generator step (:mod:`kcrl.agents.tianshou.steps`).
+* :func:`train_tianshou_ppo` and ``TIANSHOU_PPO`` (its hyperparameter schema for
+  :func:`kcrl.agents.hyperparams.load_hyperparams`, ``tianshou.yaml``) — PPO on a kcrl env
+  (:mod:`kcrl.agents.tianshou.ppo`).
 
 Tianshou is an optional dependency (``pip install 'kcrl[tianshou]'``). Importing this module
 does not import it; the first use of ``TianshouVectorEnv``, ``TokenNet`` or
@@ -49,19 +54,23 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from kcrl.agents.tianshou.ppo import TIANSHOU_PPO, train_tianshou_ppo
+from kcrl.agents.tianshou.steps import (
+    TianshouStep, policy_generator, tianshou_kcrl_env, tianshou_logits_fn, tianshou_policy,
+)
 from kcrl.errors import require_optional, unknown_name
 
 _LAZY = ("TianshouVectorEnv", "TokenNet")
 
 
-def _backend():
+def _load_backend():
     require_optional("tianshou", "tianshou")
-    return importlib.import_module("kcrl.agents._tianshou_backend")
+    return importlib.import_module("kcrl.agents.tianshou._backend")
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        return getattr(_backend(), name)
+        return getattr(_load_backend(), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -81,7 +90,7 @@ def make_tianshou_vec_env(
         flatten_obs: see ``TianshouVectorEnv``.
         **kwargs: passed to the env (``device=``, ``kl_to_base=``, ``vocab_size=``, ...).
     """
-    backend = _backend()
+    backend = _load_backend()
     import gymnasium as gym
 
     if env_id not in gym.registry:
@@ -95,18 +104,8 @@ def make_tianshou_vec_env(
     return venv
 
 
-def tianshou_logits_fn(actor: Any):
-    """Logits of a Tianshou ``DiscreteActor`` (``softmax_output=False``, on :class:`TokenNet`) for kcrl
-    observation tensors (``tokens (N, T)``, ``length (N,)``[, ``context``]): ``obs -> (N, V)``.
-
-    The actor's ``forward`` returns ``(logits, hidden_state)``; the logits are kept.
-    """
-
-    def logits(obs):
-        return actor(obs)[0]
-
-    return logits
-
-
 # The two classes resolve lazily through __getattr__ (they need tianshou).
-__all__ = ["TianshouVectorEnv", "TokenNet", "make_tianshou_vec_env", "tianshou_logits_fn"]  # noqa: F822
+__all__ = [  # noqa: F822
+    "TIANSHOU_PPO", "TianshouStep", "TianshouVectorEnv", "TokenNet", "make_tianshou_vec_env", "policy_generator",
+    "tianshou_kcrl_env", "tianshou_logits_fn", "tianshou_policy", "train_tianshou_ppo",
+]

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kcrl.agents.image_generator import PairSampler
+from kcrl.models.image_generator import PairSampler
 from kcrl.errors import ConfigError, ShapeError
 from kcrl.progress import progress
 

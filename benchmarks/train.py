@@ -31,7 +31,7 @@ of its PG step::
 ``task: oracle`` — OracleSequence-v0's world (:class:`kcrl.envs.oracle.OracleWorld`: SeqGAN's
 oracle LSTM) at a small size. The generator is an LSTM pre-trained by MLE on the oracle's
 training samples (``oracle.pretrain.epochs: 0`` starts from SeqGAN's untrained initialisation),
-the constraint SeqGAN's CNN (:func:`kcrl.agents.sequence_scorer.cnn_constraint`), as in the
+the constraint SeqGAN's CNN (:func:`kcrl.models.sequence_scorer.cnn_constraint`), as in the
 seqgan-oracle suite; the scores are NLL_oracle, held-out NLL and the entropy rate, in nats per
 token (:mod:`kcrl.oracle_metrics`, on ``oracle.eval_samples`` samples)::
 
@@ -69,11 +69,17 @@ from typing import Any
 
 import torch
 
-from kcrl.agents.lstm_generator import MLEArgs
+from kcrl.agents.generator_steps import AgentStep
+from kcrl.benchmarks.parts import (
+    ORACLE_PLAN, ORACLE_TRAINED, POLICY_VARIANTS, TABULAR_VARIANTS, OracleGenerator, OracleParts, build_constraint,
+    build_policy, build_variant, build_world, ensure_base,
+)
 from kcrl.checkpoint import atomic_write_text
 from kcrl.config import dump_yaml, from_mapping, load_yaml, to_mapping
 from kcrl.envs.oracle import ORACLE_SEED
+from kcrl.envs.tabular import TabularWorld
 from kcrl.errors import ConfigError, did_you_mean, unknown_name
+from kcrl.models.lstm_generator import LSTMGenerator, MLEArgs
 from kcrl.trainer import PRConfig, PRTrainer
 
 TASKS = ("tabular", "oracle")
@@ -99,12 +105,8 @@ def variants(task: str) -> tuple[str, ...]:
     """The ``variant`` values of a task: the tabular-joint suite's rows on the tabular generator,
     the seqgan-oracle suite's trained rows."""
     if task == "oracle":
-        from kcrl.benchmarks.seqgan_oracle import TRAINED
-
-        return TRAINED
-    from kcrl.benchmarks.tabular_joint import POLICY_VARIANTS, VARIANTS
-
-    return tuple(v for v in VARIANTS if v not in POLICY_VARIANTS)
+        return ORACLE_TRAINED
+    return tuple(v for v in TABULAR_VARIANTS if v not in POLICY_VARIANTS)
 
 
 @dataclass
@@ -210,7 +212,7 @@ class TrainConfig:
             if key not in WORLD_KEYS:
                 raise ConfigError(f"unknown world key {key!r}.{did_you_mean(key, WORLD_KEYS)} Known: {', '.join(WORLD_KEYS)}.")
         if config.task == "oracle":
-            _oracle_suite_config(config, None)  # its own checks: sizes, one channel count per width
+            _oracle_parts(config, None)  # its own checks: sizes, one channel count per width
         return config
 
     @classmethod
@@ -239,16 +241,22 @@ class _Parts:
     model: Any = None  # oracle: the LSTMGenerator inside the generator
 
 
-def _oracle_suite_config(config: TrainConfig, out: str | Path | None):
-    """The seqgan-oracle suite's config for this run (its world, base and constraint builders read it)."""
-    from kcrl.benchmarks.seqgan_oracle import SeqGANOracleConfig
-
+def _oracle_parts(config: TrainConfig, out: str | Path | None) -> OracleParts:
+    """What this run's oracle world, pre-trained start and CNN constraint are built from."""
     o = config.oracle
-    return SeqGANOracleConfig(
+    if len(o.scorer_filter_sizes) != len(o.scorer_num_filters):
+        raise ConfigError(
+            f"give one channel count per filter width: {len(o.scorer_filter_sizes)} widths but "
+            f"{len(o.scorer_num_filters)} counts."
+        )
+    for name, value in (("eval_samples", o.eval_samples), ("test_samples", o.test_samples),
+                        ("train_samples", config.data_samples)):
+        if value < 1:
+            raise ConfigError(f"{name} must be >= 1; got {value}.")
+    return OracleParts(
         vocab_size=o.vocab_size, length=o.length, embed_dim=o.embed_dim, hidden_dim=o.hidden_dim,
         oracle_seed=o.oracle_seed, data_seed=config.seed, train_samples=config.data_samples,
-        test_samples=o.test_samples, eval_samples=o.eval_samples, base_mle=o.pretrain,
-        base_cache=None if out is None else str(out), seeds=1, variants=(config.variant,), trainer=config.trainer,
+        test_samples=o.test_samples, base_mle=o.pretrain, base_cache=None if out is None else str(out),
         scorer_embed_dim=o.scorer_embed_dim, scorer_filter_sizes=o.scorer_filter_sizes,
         scorer_num_filters=o.scorer_num_filters, scorer_dropout=o.scorer_dropout,
     )
@@ -262,32 +270,23 @@ def _build(config: TrainConfig, out: str | Path | None = None, training: bool = 
     """
     if config.task == "oracle":
         return _build_oracle(config, out, training, show_progress)
-    from kcrl.benchmarks.tabular_joint import TabularJointConfig, build_policy, build_variant
-    from kcrl.envs.tabular import TabularWorld
-
     torch.manual_seed(config.seed)
     world = TabularWorld(world_seed=config.seed, **config.world)
     data = world.sample_data(config.data_samples, torch.Generator().manual_seed(config.seed))
     generator, constraint, variant = build_variant(world, config.variant)
     if config.generator_step != "agent":
         return _Parts(world, data, generator, constraint, variant)
-    from kcrl.agents.generator_steps import AgentStep
-
     a = config.agent
-    joint = TabularJointConfig(vocab_size=world.vocab_size, length=world.max_length, trainer=config.trainer,
-                               policy_lr=a.lr, agent_envs=a.envs, agent_updates=a.updates,
-                               distill_steps=a.distill_steps if training else 0)
     # the agent's env rewards alpha f with the trainer's alpha (q = p exp(alpha f) / Z in both)
     env_kwargs = {k: v for k, v in config.world.items() if k == "constraint_scale"}
-    agent, generator = build_policy(world, joint, config.seed, alpha=config.trainer.alpha, **env_kwargs)
+    agent, generator = build_policy(world, config.seed, envs=a.envs, iterations=config.trainer.iterations * a.updates,
+                                    lr=a.lr, distill_steps=a.distill_steps if training else 0,
+                                    alpha=config.trainer.alpha, **env_kwargs)
     return _Parts(world, data, generator, constraint, variant, AgentStep(agent, updates=a.updates))
 
 
 def _build_oracle(config: TrainConfig, out: str | Path | None, training: bool, show_progress: bool) -> _Parts:
-    from kcrl.agents.lstm_generator import LSTMGenerator
-    from kcrl.benchmarks.seqgan_oracle import _PLAN, OracleGenerator, build_constraint, build_world, ensure_base
-
-    suite = _oracle_suite_config(config, out)
+    suite = _oracle_parts(config, out)
     world = build_world(suite)
     if training:
         path, _ = ensure_base(suite, config.seed, show_progress)  # trained once, into the run's folder
@@ -298,7 +297,7 @@ def _build_oracle(config: TrainConfig, out: str | Path | None, training: bool, s
     torch.manual_seed(config.seed)  # dropout of the CNN constraint
     constraint = build_constraint(config.variant, suite, config.seed)
     data = world.data("train") if training else None
-    return _Parts(world, data, OracleGenerator(model).train(), constraint, _PLAN[config.variant], model=model)
+    return _Parts(world, data, OracleGenerator(model).train(), constraint, ORACLE_PLAN[config.variant], model=model)
 
 
 @torch.no_grad()
@@ -414,3 +413,25 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, show_progr
     if trainer.is_main_process:
         atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     return metrics
+
+
+def train_distributed(config, out: str | Path, resume: bool = False, show_progress: bool = True,
+                      sampling: str = "sharded", stop_after: int | None = None, tensorboard: bool = False) -> dict[str, Any]:
+    """:func:`train` on every rank of the torchrun job (:mod:`kcrl.distributed`); rank 0 writes the files."""
+    import functools
+    import warnings
+
+    import torch.distributed as dist
+
+    from kcrl.distributed import DistributedPRTrainer, init_process_group
+    from kcrl.posterior import LowESSWarning
+
+    rank, _ = init_process_group()
+    if rank != 0:
+        warnings.simplefilter("ignore", LowESSWarning)  # every rank sees the same weights; warn once
+    factory = functools.partial(DistributedPRTrainer, sampling=sampling)
+    try:
+        return train(config, out, resume=resume, show_progress=show_progress and rank == 0,
+                     stop_after=stop_after, trainer_factory=factory, tensorboard=tensorboard and rank == 0)
+    finally:
+        dist.destroy_process_group()

@@ -4,7 +4,7 @@ reach theta through the samples, a discriminator that learns, and a state that r
 import pytest
 import torch
 
-from kcrl.agents.implicit_image_generator import (
+from kcrl.models.implicit_image_generator import (
     ConditionalDiscriminator,
     ConditionalGANObjective,
     ImplicitImageGenerator,
