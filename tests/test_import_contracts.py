@@ -67,3 +67,19 @@ def test_a_crossed_layer_breaks_its_contract(tmp_path, module, line, contract):
     proc = _lint(broken)
     assert proc.returncode == 1, proc.stdout[-3000:]
     assert contract in " ".join(proc.stdout.split()), proc.stdout[-3000:]
+
+
+def test_every_package_is_listed_for_the_wheel():
+    """A package folder missing from setup.cfg's ``packages`` would be absent from a plain ``pip install``."""
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    listed = set(cfg["options"]["packages"].split())
+    folders = {"kcrl": "kcrl", "kcrl.envs": "envs", "kcrl.agents": "agents", "kcrl.benchmarks": "benchmarks"}
+    found = set()
+    for package, folder in folders.items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            relative = init.parent.relative_to(ROOT / folder).parts
+            name = ".".join((package, *relative))
+            if not (package == "kcrl" and relative and relative[0] in ("envs", "agents", "benchmarks")):
+                found.add(name)
+    assert found - listed == set()
