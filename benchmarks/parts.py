@@ -29,7 +29,7 @@ from kcrl.checkpoint import load_checkpoint, save_checkpoint
 from kcrl.constraints import Constraint, TokenPotentialConstraint, zero_constraint
 from kcrl.envs.oracle import ORACLE_SEED, SEQGAN_TRAIN_SAMPLES, OracleWorld
 from kcrl.envs.tabular import TabularWorld, make_tabular_vec_env
-from kcrl.errors import ShapeError
+from kcrl.errors import ConfigError, ShapeError
 from kcrl.models.lstm_generator import FILE_FORMAT, LSTMGenerator, MLEArgs, train_mle
 from kcrl.models.sequence_scorer import SEQGAN_FILTER_SIZES, SEQGAN_NUM_FILTERS, cnn_constraint
 from kcrl.models.tabular import TabularAutoregressive
@@ -93,6 +93,14 @@ ORACLE_PLAN = {  # variant -> PRTrainer variant, i.e. how f moves in Algorithm 1
     "constant": "fixed",  # f = 0 never moves: w_i = 1/K, Eq. 10 is MLE on the model's own samples
 }
 BASE_FORMAT = "kcrl.seqgan-oracle.base/1"
+
+
+def check_scorer_shape(filter_sizes: tuple[int, ...], num_filters: tuple[int, ...]) -> None:
+    """The CNN constraint needs one channel count per convolution width."""
+    if len(filter_sizes) != len(num_filters):
+        raise ConfigError(
+            f"give one channel count per filter width: {len(filter_sizes)} widths but {len(num_filters)} counts."
+        )
 
 
 @dataclass

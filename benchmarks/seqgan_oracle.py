@@ -45,7 +45,7 @@ from kcrl.benchmarks import suite_config
 from kcrl.benchmarks.oracle_mle import PUBLISHED
 from kcrl.benchmarks.parts import (
     ORACLE_PLAN as _PLAN, ORACLE_TRAINED as TRAINED, ORACLE_VARIANTS as VARIANTS, OracleGenerator,
-    fresh_generator, build_constraint, build_world, ensure_base,
+    fresh_generator, build_constraint, build_world, check_scorer_shape, ensure_base,
 )
 from kcrl.benchmarks.plots import plot_curves
 from kcrl.benchmarks.report import group_by_variant, markdown_table, write_results
@@ -132,11 +132,7 @@ class SeqGANOracleConfig:
         for v in self.variants:
             if v not in VARIANTS:
                 raise unknown_name("seqgan-oracle variant", v, VARIANTS)
-        if len(self.scorer_filter_sizes) != len(self.scorer_num_filters):
-            raise ConfigError(
-                f"give one channel count per filter width: {len(self.scorer_filter_sizes)} widths but "
-                f"{len(self.scorer_num_filters)} counts."
-            )
+        check_scorer_shape(self.scorer_filter_sizes, self.scorer_num_filters)
         for name in ("seeds", "curve_every", "curve_samples", "eval_samples", "test_samples", "train_samples"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1; got {getattr(self, name)}.")

@@ -72,7 +72,7 @@ import torch
 from kcrl.agents.generator_steps import AgentStep
 from kcrl.benchmarks.parts import (
     ORACLE_PLAN, ORACLE_TRAINED, POLICY_VARIANTS, TABULAR_VARIANTS, OracleGenerator, OracleParts, build_constraint,
-    build_policy, build_variant, build_world, ensure_base,
+    build_policy, check_scorer_shape, build_variant, build_world, ensure_base,
 )
 from kcrl.checkpoint import atomic_write_text
 from kcrl.config import dump_yaml, from_mapping, load_yaml, to_mapping
@@ -244,11 +244,7 @@ class _Parts:
 def _oracle_parts(config: TrainConfig, out: str | Path | None) -> OracleParts:
     """What this run's oracle world, pre-trained start and CNN constraint are built from."""
     o = config.oracle
-    if len(o.scorer_filter_sizes) != len(o.scorer_num_filters):
-        raise ConfigError(
-            f"give one channel count per filter width: {len(o.scorer_filter_sizes)} widths but "
-            f"{len(o.scorer_num_filters)} counts."
-        )
+    check_scorer_shape(o.scorer_filter_sizes, o.scorer_num_filters)
     for name, value in (("eval_samples", o.eval_samples), ("test_samples", o.test_samples),
                         ("train_samples", config.data_samples)):
         if value < 1:
