@@ -59,7 +59,7 @@ from kcrl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from kcrl.constraints import Constraint
 from kcrl.errors import ConfigError, unknown_name
 from kcrl.rng import counter_hash
-from kcrl.trainer import PRConfig, PRTrainer
+from kcrl.trainer import PRConfig, PRTrainer, sampler_log_ratio
 
 SAMPLING = ("sharded", "replicated")
 _RANK_STREAM = 0x5EED  # stream id of counter_hash for the per-rank seeds
@@ -218,7 +218,7 @@ class DistributedPRTrainer(PRTrainer):
         idx = torch.randint(n, (shard_sizes(batch, self.world_size)[self.rank],), generator=self.rng, device=self.data_x.device)
         return self.data_x[idx], None if self.data_context is None else self.data_context[idx]
 
-    def _sample(self, context: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None, tuple[int, int]]:
+    def _sample(self, context: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None, tuple[int, int], torch.Tensor | None]:
         """This rank's shard of the K generator samples, and the global grouping (1, K)."""
         if context is not None:
             raise ConfigError(
@@ -227,11 +227,11 @@ class DistributedPRTrainer(PRTrainer):
             )
         groups = (1, self.config.samples)
         if self.sampling == "replicated":
-            x, _, _ = super()._sample(None)
-            return _shard(x, self.rank, self.world_size), None, groups
+            x, _, _, log_ratio = super()._sample(None)
+            return _shard(x, self.rank, self.world_size), None, groups, _shard(log_ratio, self.rank, self.world_size)
         with torch.no_grad():
-            x, _ = self.generator.sample(shard_sizes(self.config.samples, self.world_size)[self.rank], generator=self.rng)
-        return x, None, groups
+            out = self.generator.sample(shard_sizes(self.config.samples, self.world_size)[self.rank], generator=self.rng)
+        return out[0], None, groups, sampler_log_ratio(out)
 
     # ------------------------------------------------------------------ hooks of PRTrainer
     def _global_rows(self, values: torch.Tensor) -> torch.Tensor:

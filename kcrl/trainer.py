@@ -80,8 +80,12 @@ class ExplicitGenerator(Protocol):
     def log_prob(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """Differentiable ``log p_theta(x | context)``, shape ``(N,)``."""
 
-    # Optional: ``sample_log_prob(x, context)``, the density of the distribution ``sample`` draws
-    # from when that is not p_theta itself (a sampler that bans tokens); the PR term uses it.
+    # Optional: ``sample_log_prob(x, context)``, the density the PR term raises on the samples when
+    # that is not ``log_prob`` (e.g. the density of a sampler that bans tokens).
+    # Optional: ``sample`` may return a third item, ``log p(x) - log r(x)`` per sample, when its
+    # draws come from a proposal r other than the density p the PR term raises (``sample_log_prob``
+    # if present, else ``log_prob``); the importance weights, Eq. 8 and Eq. 10 then target
+    # q ∝ p exp(alpha f) by self-normalised importance sampling instead of r exp(alpha f).
 
 
 class ImplicitGenerator(Protocol):
@@ -275,26 +279,33 @@ class PRTrainer:
         idx = torch.randint(n, (self.config.data_batch,), generator=self.rng, device=self.data_x.device)
         return self.data_x[idx], None if self.data_context is None else self.data_context[idx]
 
-    def _sample(self, context: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None, tuple[int, int]]:
-        """Generator samples and their grouping (G groups of K, weights normalised per group)."""
+    def _sample(self, context: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None, tuple[int, int], torch.Tensor | None]:
+        """Generator samples, their grouping (G groups of K, weights normalised per group) and their
+        log importance ratio ``log p_theta(x) - log r(x)`` to the sampler r (``None``: r = p_theta).
+
+        The ``contexts`` PR contexts are drawn at random from the data batch (without replacement),
+        so every context of the data is reached even when the batch is the whole data set.
+        """
         cfg = self.config
         with torch.no_grad():
             if context is None:
-                x, _ = self.generator.sample(cfg.samples, generator=self.rng)
-                return x, None, (1, cfg.samples)
-            context = context[: cfg.contexts].repeat_interleave(cfg.samples_per_context, dim=0)
-            x, _ = self.generator.sample(len(context), generator=self.rng, context=context)
-            return x, context, (len(context) // cfg.samples_per_context, cfg.samples_per_context)
+                out = self.generator.sample(cfg.samples, generator=self.rng)
+                return out[0], None, (1, cfg.samples), sampler_log_ratio(out)
+            if len(context) > cfg.contexts:
+                context = context[torch.randperm(len(context), generator=self.rng, device=self.rng.device)[: cfg.contexts]]
+            context = context.repeat_interleave(cfg.samples_per_context, dim=0)
+            out = self.generator.sample(len(context), generator=self.rng, context=context)
+            return out[0], context, (len(context) // cfg.samples_per_context, cfg.samples_per_context), sampler_log_ratio(out)
 
-    def _constraint_step(self, x_data, c_data, x_q, c_q, groups: tuple[int, int]) -> float:
+    def _constraint_step(self, x_data, c_data, x_q, c_q, groups: tuple[int, int], log_ratio: torch.Tensor | None) -> float:
         cfg = self.config
         for _ in range(cfg.constraint_steps):
             f_samples = self._global_rows(self._constraint_forward(x_q, c_q)).view(groups)  # (G, K)
             if cfg.variant == "learned":  # Eq. 8
-                log_w = ImportanceWeights.from_scores(f_samples.detach(), cfg.alpha).log_weights
+                log_w = ImportanceWeights.from_scores(f_samples.detach(), cfg.alpha, log_ratio).log_weights
                 loss = constraint_loss(self._global_rows(self._constraint_forward(x_data, c_data)), f_samples, log_w, cfg.alpha)
             elif cfg.variant == "mstep":  # Eq. 5: phi follows q's own samples, no data anchor
-                log_w = ImportanceWeights.from_scores(f_samples.detach(), cfg.alpha).log_weights
+                log_w = ImportanceWeights.from_scores(f_samples.detach(), cfg.alpha, log_ratio).log_weights
                 loss = -cfg.alpha * (torch.exp(log_w) * f_samples).sum() / groups[0]
             else:  # binary_d: labels_real_is_one; f is the classifier's logit
                 f_data = self._global_rows(self._constraint_forward(x_data, c_data))
@@ -319,9 +330,11 @@ class PRTrainer:
         x_data, c_data = self._data_batch()
         stats: dict[str, float] = {"iteration": self.iteration + 1}
         if cfg.variant != "base":  # base (MLE only) uses no samples: it spends no time drawing them
-            x_q, c_q, groups = self._sample(c_data if self.data_context is not None else None)
+            x_q, c_q, groups, log_ratio = self._sample(c_data if self.data_context is not None else None)
+            if log_ratio is not None:
+                log_ratio = self._global_rows(log_ratio).view(groups)
         if cfg.variant in ("learned", "mstep", "binary_d"):
-            stats["constraint_loss"] = self._constraint_step(x_data, c_data, x_q, c_q, groups)
+            stats["constraint_loss"] = self._constraint_step(x_data, c_data, x_q, c_q, groups, log_ratio)
 
         if self.objective is None:
             log_p_data = self._global_rows(self._generator_log_prob(x_data, c_data))
@@ -334,7 +347,7 @@ class PRTrainer:
             with torch.no_grad():
                 f_q = self._global_rows(self.constraint.predict(x_q, c_q)).view(groups)  # (G, K)
                 f_data = self._global_rows(self.constraint.predict(x_data, c_data))
-            weights = ImportanceWeights.from_scores(f_q, cfg.alpha)
+            weights = ImportanceWeights.from_scores(f_q, cfg.alpha, log_ratio)
             ess_fraction = weights.ess_fraction.mean().item()
             if ess_fraction < cfg.ess_warn_fraction:
                 warnings.warn(f"iteration {self.iteration + 1}: ESS/K = {ess_fraction:.3f}", LowESSWarning, stacklevel=2)
@@ -581,6 +594,12 @@ class PRTrainer:
                 f"the checkpoint was written with {written}, but this trainer's L(theta) is {mine}; resume "
                 "with the same parts, or start a new run in another folder."
             )
+
+
+def sampler_log_ratio(sampled: tuple) -> torch.Tensor | None:
+    """The third item of ``generator.sample``'s answer, if any: ``log p(x) - log r(x)``, the log
+    ratio of the density the PR term raises to the sampler's (see :class:`ExplicitGenerator`)."""
+    return sampled[2] if len(sampled) > 2 and sampled[2] is not None else None
 
 
 def _refuse_unsavable(part: Any, what: str, short: str, protocol: str, weights_note: str) -> None:

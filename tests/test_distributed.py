@@ -102,7 +102,7 @@ class ShardedReference(PRTrainer):
     def _sample(self, context):
         with torch.no_grad():
             shards = [self.generator.sample(size, generator=g)[0] for size, g in zip(shard_sizes(self.config.samples, WORLD), self.streams)]
-        return torch.cat(shards), None, (1, self.config.samples)
+        return torch.cat(shards), None, (1, self.config.samples), None
 
 
 @pytest.fixture(scope="module")

@@ -478,11 +478,14 @@ class TrainerAdapter(nn.Module):
     ``log_prob`` is always ``log p_theta`` (L(theta), MLE on data, uses it). ``density`` says which
     density ``sample`` returns and ``sample_log_prob`` computes, the one Eq. 10 raises on the samples
     (``sum_i w_i log p(x_i)``): ``"model"``, ``log p_theta`` with no token forbidden, or
-    ``"proposal"``, ``log p~_theta``, the distribution the samples come from. With ``"model"``, Eq. 10
-    on samples that never hold ``<unk>`` filler also pushes ``p_theta(<unk>)`` down, which costs
-    test perplexity on real sentences (their ``<unk>`` are rare words); with ``"proposal"`` the
-    banned entries get no gradient from the PR term, and ``q ∝ p~_theta exp(alpha f)`` is exactly the
-    posterior the weights ``softmax(alpha f)`` of these samples estimate.
+    ``"proposal"``, ``log p~_theta``, the distribution the samples come from. With ``"model"`` the
+    target is ``q ∝ p_theta exp(alpha f)`` and ``sample`` also returns the log ratio
+    ``log p_theta - log p~_theta`` of each draw, which the trainer adds to ``alpha f`` in the
+    importance weights; samples that never hold ``<unk>`` filler still cannot show q's ``<unk>``
+    mass, so Eq. 10 pushes ``p_theta(<unk>)`` down, which costs test perplexity where real
+    sentences hold ``<unk>`` (a subword vocabulary has none). With ``"proposal"`` the banned
+    entries get no gradient from the PR term and ``q ∝ p~_theta exp(alpha f)`` is exactly what the
+    weights ``softmax(alpha f)`` of these samples estimate.
 
     Example:
         >>> from kcrl.data import Vocabulary
@@ -490,7 +493,7 @@ class TrainerAdapter(nn.Module):
         >>> _ = torch.manual_seed(0)
         >>> adapter = TrainerAdapter(TemplateGenerator(vocab, GeneratorConfig(embed_dim=8, hidden_dim=8)), max_length=7).eval()
         >>> t = vocab.encode_batch([["the", "<mask>", "was", "great", "."]] * 3, 5)
-        >>> x, log_p = adapter.sample(3, generator=torch.Generator().manual_seed(0), context=t)
+        >>> x, log_p, log_ratio = adapter.sample(3, generator=torch.Generator().manual_seed(0), context=t)
         >>> x.shape, bool(torch.allclose(log_p, adapter.log_prob(x, t)))
         (torch.Size([3, 7]), True)
     """
@@ -507,12 +510,18 @@ class TrainerAdapter(nn.Module):
         self.density = density
 
     def sample(self, n: int, generator: torch.Generator | None = None, context: torch.Tensor | None = None):
-        """``(x (n, max_length), log p_theta(x | context) (n,))``: one sentence per template row."""
+        """One sentence per template row: ``(x (n, max_length), log p(x | context) (n,))`` with p the
+        ``density``; with ``density="model"`` also ``log p_theta(x) - log p~_theta(x)`` ``(n,)``, the log
+        importance ratio of p_theta to the sampler (0 where nothing was banned)."""
         if context is None or context.shape[0] != n:
             got = None if context is None else tuple(context.shape)
             raise ShapeError(f"TrainerAdapter.sample needs one template per sample: context ({n}, L); got {got}.")
         out = self.model.sample(context, self.temperature, generator, self.forbid_unk, self.max_length)
-        return out.tokens, out.sample_log_prob if self.density == "proposal" else out.log_prob
+        if self.density == "proposal":
+            return out.tokens, out.sample_log_prob
+        # the draws come from the restricted sampler, the PR term raises p_theta: the third item is
+        # the log importance ratio p_theta / sampler, which the trainer adds to alpha f
+        return out.tokens, out.log_prob, out.log_prob - out.sample_log_prob
 
     def log_prob(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """Differentiable ``log p_theta(x | context)``, ``(N,)`` (through each row's ``<eos>``)."""

@@ -62,7 +62,7 @@ def test_table_has_every_variant_and_sane_values(tiny, tmp_path):
             assert 0.0 < ess <= K + 1e-6
             assert r["iterations"] == 30
     uniform = results[paper_text.VARIANTS.index("uniform")]
-    assert uniform["ess_fraction"] == pytest.approx(1.0)  # f = 0: every weight 1/K
+    assert uniform["ess_fraction"] == pytest.approx(1.0, abs=0.01)  # f = 0: weights = the small p_theta / sampler ratios
     md = (tmp_path / "results.md").read_text()
     assert "kcrl bench paper-text" in md and "template `" in md
 
