@@ -40,6 +40,34 @@ class MissingDependencyError(KcrlError, ImportError):
     """An optional dependency is not installed."""
 
 
+class OutputFolderError(KcrlError, ValueError):
+    """An output folder cannot be used: a file in its place, not writable, or holding another run."""
+
+
+class RunLockedError(OutputFolderError):
+    """Another process holds the run lock of an output folder (see :mod:`kcrl.runlock`)."""
+
+
+class DiskFullError(KcrlError, OSError):
+    """A file could not be written because the disk (or the quota) is full; the old file is intact."""
+
+
+class RunInterrupted(KcrlError):
+    """A run stopped on SIGINT, SIGTERM or SIGHUP after writing a checkpoint.
+
+    ``exit_code`` is the shell's convention for the signal, ``128 + signum`` (130, 143, 129).
+    """
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+
+class ClusterConnectionError(KcrlError, ConnectionError):
+    """A cluster (Ray) could not be reached within the time allowed."""
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """Return ``" Did you mean 'x'?"`` for the closest of ``choices``, or ``""``."""
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
