@@ -11,7 +11,12 @@ documented fields are the schema. :func:`from_mapping` builds it from a mapping 
 - ints are accepted for floats (and, since PyYAML reads ``3e-3`` as a string, so are strings
   that spell a number);
 - an unknown key is rejected with its dotted path, a close name and the known ones; a value of the
-  wrong type with the expected type and what arrived.
+  wrong type with the expected type and what arrived;
+- a value outside its field's :class:`Range` (bounds, finiteness, choices; declared once per field
+  with :func:`ranged`, or in a table such as :data:`PR_RANGES` passed to :func:`check_ranges`) is
+  rejected with the allowed range, the value and the default.
+
+:func:`load_yaml` also refuses a key written twice in one mapping and a file that is not UTF-8.
 
 :func:`to_mapping` is the inverse: plain dicts, lists and scalars that ``yaml.safe_dump`` writes
 and :func:`from_mapping` reads back to an equal config.
@@ -39,6 +44,7 @@ import copy
 import dataclasses
 import functools
 import inspect
+import math
 import reprlib
 import textwrap
 import types
@@ -211,12 +217,17 @@ def from_mapping(cls: type[T], values: Mapping[str, Any], where: str = "", base:
         for name in required:
             if name not in values:
                 raise ConfigError(f"config key {_path(where, name)!r} is required ({cls.__name__} has no default for it).")
-        base = cls(**{name: _convert(hints[name], values[name], _path(where, name)) for name in required})
+        converted = {name: _convert(hints[name], values[name], _path(where, name)) for name in required}
+        with _range_path(where):
+            base = cls(**converted)
         values = {k: v for k, v in values.items() if k not in required}
     else:
         base = copy.deepcopy(base)
     changes = {key: _convert(hints[key], value, _path(where, key), getattr(base, key)) for key, value in values.items()}
-    return dataclasses.replace(base, **changes) if changes else base
+    if not changes:
+        return base
+    with _range_path(where):
+        return dataclasses.replace(base, **changes)
 
 
 def _plain(value: Any, path: str) -> Any:
@@ -338,6 +349,221 @@ def load_yaml(path: str | Path, what: str = "config file") -> Any:
     if not path.is_file():
         raise ConfigError(f"{what} {str(path)!r} does not exist.")
     try:
-        return yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{what} {str(path)!r} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+            "save it as UTF-8."
+        ) from None
+    try:
+        return yaml.load(text, Loader=_unique_key_loader())  # a SafeLoader: plain data only
     except yaml.YAMLError as exc:
         raise ConfigError(f"{what} {str(path)!r} is not valid YAML: {exc}") from exc
+    except ConfigError as exc:
+        raise ConfigError(f"{what} {str(path)!r}: {exc}") from None
+
+
+@functools.cache
+def _unique_key_loader() -> type:
+    """``yaml.SafeLoader`` that refuses a key written twice in one mapping (PyYAML keeps the last)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                mark = key_node.start_mark
+                key, line = self.construct_object(key_node, deep=True), f"line {mark.line + 1} column {mark.column + 1}"
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: SafeLoader reports it
+                    continue
+                if first is not None:
+                    raise ConfigError(
+                        f"key {key!r} appears twice in one mapping ({first} and {line}); YAML would "
+                        "silently keep the last one. Keep one of them."
+                    )
+                seen[key] = line
+            return super().construct_mapping(node, deep)
+
+    return Loader
+
+
+# ---------------------------------------------------------------------- value ranges
+class RangeError(ConfigError):
+    """A config value outside its field's :class:`Range` (a :class:`~kcrl.errors.ConfigError`)."""
+
+    def __init__(self, key: str, requirement: str, value: Any, hint: str = "") -> None:
+        self.key, self.requirement, self.value, self.hint = key, requirement, value, hint
+        super().__init__(f"config key {key!r} must be {requirement}; got {_repr.repr(value)}.{hint}")
+
+    def at(self, where: str) -> "RangeError":
+        """The same error, its key prefixed by ``where`` (the dotted path of the enclosing config)."""
+        return RangeError(_path(where, self.key), self.requirement, self.value, self.hint)
+
+
+class _range_path:
+    """Context manager: a :class:`RangeError` raised inside names its key under ``where``."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        if self.where and isinstance(exc, RangeError) and not getattr(exc, "_placed", False):
+            placed = exc.at(self.where)
+            placed._placed = True
+            raise placed from None
+        return False
+
+
+def _bound(x: float) -> str:
+    if isinstance(x, int) and abs(x) >= 2**20 and (x & (x - 1)) == 0:
+        return f"2**{x.bit_length() - 1}"
+    return repr(x)
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The values a config field accepts: bounds (``ge``, ``gt``, ``le``, ``lt``), finiteness (numbers
+    are finite unless ``finite=False``) and ``choices``. ``None`` passes (optional fields); a list or
+    tuple is checked item by item.
+
+    >>> Range(gt=0).check(0.05, "generator_lr")
+    >>> Range(gt=0).check(float("nan"), "generator_lr")
+    Traceback (most recent call last):
+        ...
+    kcrl.config.RangeError: config key 'generator_lr' must be a finite number > 0; got nan.
+    """
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    finite: bool = True
+    choices: tuple | None = None
+
+    def describe(self, integer: bool = False) -> str:
+        """The allowed values in words (``"an integer >= 1"``, ``"a finite number > 0"``)."""
+        if self.choices is not None:
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        low = f">= {_bound(self.ge)}" if self.ge is not None else f"> {_bound(self.gt)}" if self.gt is not None else None
+        high = f"<= {_bound(self.le)}" if self.le is not None else f"< {_bound(self.lt)}" if self.lt is not None else None
+        kind = "an integer" if integer else "a finite number" if self.finite else "a number"
+        return " ".join([kind, " and ".join(b for b in (low, high) if b)]) if low or high else kind
+
+    def allows(self, value: Any) -> bool:
+        if value is None:
+            return True
+        if isinstance(value, (list, tuple)):
+            return all(self.allows(v) for v in value)
+        if self.choices is not None:
+            return value in self.choices
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return True  # the type check is from_mapping's
+        if isinstance(value, float) and math.isnan(value):
+            return False
+        if self.finite and isinstance(value, float) and not math.isfinite(value):
+            return False
+        return not ((self.ge is not None and value < self.ge) or (self.gt is not None and value <= self.gt)
+                    or (self.le is not None and value > self.le) or (self.lt is not None and value >= self.lt))
+
+    def check(self, value: Any, key: str, default: Any = dataclasses.MISSING) -> None:
+        """Raise :class:`RangeError` naming ``key`` when ``value`` is out of range."""
+        if self.allows(value):
+            return
+        hint = "" if default is dataclasses.MISSING or default is None else f" The default is {default!r}."
+        sample = default if default is not dataclasses.MISSING and default is not None else value
+        if isinstance(sample, (list, tuple)):
+            sample = sample[0] if sample else value
+        integer = isinstance(sample, int) and not isinstance(sample, bool)
+        what = self.describe(integer)
+        if isinstance(value, (list, tuple)):
+            what = f"a list of items each {what}"
+        raise RangeError(key, what, value, hint)
+
+
+def ranged(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING, **bounds: Any) -> Any:
+    """A dataclass field with a :class:`Range` (``bounds``: its arguments) in its metadata; the
+    dataclass's ``__post_init__`` calls :func:`check_ranges`.
+
+    >>> @dataclasses.dataclass
+    ... class Args:
+    ...     lr: float = ranged(3e-3, gt=0)
+    ...     def __post_init__(self):
+    ...         check_ranges(self)
+    >>> Args(lr=-1.0)
+    Traceback (most recent call last):
+        ...
+    kcrl.config.RangeError: config key 'lr' must be a finite number > 0; got -1.0. The default is 0.003.
+    """
+    return dataclasses.field(default=default, default_factory=default_factory, metadata={"range": Range(**bounds)})
+
+
+def field_range(cls: type, name: str) -> Range | None:
+    """The :class:`Range` declared on field ``name`` of the dataclass ``cls`` (or ``None``)."""
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            return f.metadata.get("range")
+    return None
+
+
+def check_ranges(obj: Any, ranges: Mapping[str, Range] | None = None) -> None:
+    """Check every field of the dataclass instance ``obj`` against its declared :class:`Range`
+    (field metadata, see :func:`ranged`) or the one in ``ranges`` (for dataclasses declared
+    elsewhere); raises :class:`RangeError` for the first value out of range."""
+    ranges = ranges or {}
+    for f in dataclasses.fields(obj):
+        r = ranges.get(f.name) or f.metadata.get("range")
+        if r is not None:
+            default = f.default if f.default is not dataclasses.MISSING else dataclasses.MISSING
+            r.check(getattr(obj, f.name), f.name, default)
+
+
+def check_values(values: Mapping[str, Any], ranges: Mapping[str, Range], where: str = "") -> None:
+    """Check keyword arguments (e.g. an env's) against a table of :class:`Range`; the key named in
+    an error is prefixed by ``where``."""
+    for key, value in values.items():
+        r = ranges.get(key)
+        if r is not None:
+            r.check(value, _path(where, key))
+
+
+SEED_RANGE = Range(ge=0, lt=2**63)
+"""Seeds: integers that fit torch's and NumPy's generators, with room for per-stream offsets."""
+
+PR_RANGES: dict[str, Range] = {
+    "iterations": Range(ge=1),
+    "alpha": Range(gt=0),
+    "lam": Range(ge=0),
+    "mle_weight": Range(ge=0),
+    "samples": Range(ge=1),
+    "contexts": Range(ge=1),
+    "samples_per_context": Range(ge=1),
+    "pad_id": Range(ge=0),
+    "data_batch": Range(ge=1),
+    "constraint_steps": Range(ge=1),
+    "generator_lr": Range(ge=0),
+    "constraint_lr": Range(ge=0),
+    "ess_warn_fraction": Range(ge=0, le=1),
+    "checkpoint_every": Range(ge=0),
+    "eval_every": Range(ge=1),
+    "seed": SEED_RANGE,
+}
+"""Value ranges of :class:`kcrl.trainer.PRConfig`'s fields (it is declared in the trainer)."""
+
+MLE_RANGES: dict[str, Range] = {
+    "epochs": Range(ge=0),
+    "batch_size": Range(ge=1),
+    "lr": Range(ge=0),
+    "final_lr_fraction": Range(ge=0, le=1),
+    "max_grad_norm": Range(gt=0),
+    "eval_every": Range(ge=1),
+    "patience": Range(ge=0),
+    "seed": SEED_RANGE,
+}
+"""Value ranges of :class:`kcrl.models.lstm_generator.MLEArgs`'s fields."""

@@ -206,6 +206,8 @@ class PRConfig:
         for name in ("iterations", "samples", "data_batch", "constraint_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1; got {getattr(self, name)}.")
+        from kcrl.config import PR_RANGES, check_ranges  # bounds, finiteness of every field (kcrl.config)
+        check_ranges(self, PR_RANGES)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "PRConfig":
