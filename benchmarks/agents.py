@@ -51,6 +51,7 @@ from kcrl.envs.tabular import TabularWorld, prefix_observations
 from kcrl.errors import ConfigError, unknown_name
 from kcrl.posterior import kl_divergence
 from kcrl.progress import progress as progress_bar
+from kcrl.progress import progress_label
 from kcrl.softrl import prefix_offsets, sequence_log_probs_from_table
 from kcrl.stats import mean_ci95, permutation_test
 
@@ -216,7 +217,7 @@ def train_soft_pg(env_kwargs: dict[str, Any], seed: int, hp: dict[str, Any], clo
     agent = SoftPGAgent(env, args)
     clock.start(world, lambda: policy_log_probs(agent, world))
     tokens = 0
-    for _ in progress_bar(range(rounds), "kcrl soft-PG", enabled=progress):
+    for _ in progress_bar(range(rounds), "kcrl soft-PG updates", enabled=progress):
         rollout = agent.rollout()
         agent.update(rollout)
         tokens += int(rollout.mask.sum().item())
@@ -235,7 +236,7 @@ def train_sb3_ppo(env_kwargs: dict[str, Any], seed: int, hp: dict[str, Any], clo
     rollout = model.n_steps * model.n_envs
     rounds = rounds_in_budget("sb3", hp["n_timesteps"], rollout, "n_envs * n_steps")
     world = sb3_kcrl_env(model).env.task
-    bar = progress_bar(None, "SB3 PPO", enabled=progress, total=hp["n_timesteps"])
+    bar = progress_bar(None, "SB3 PPO env tokens", enabled=progress, total=hp["n_timesteps"])
 
     def snapshot(tokens: int) -> None:  # the policy has been updated on `tokens` tokens
         clock.tick(tokens)
@@ -320,7 +321,8 @@ def run_task(task: dict) -> dict[str, Any]:
                       constraint_scale=config.constraint_scale)
     torch.manual_seed(seed)
     clock = TrainingClock(hp["n_timesteps"], config.eval_points)
-    extra = TRAINERS[agent](env_kwargs, seed, hp, clock, task.get("progress", False))
+    with progress_label(f"agents {agent} seed {seed}"):
+        extra = TRAINERS[agent](env_kwargs, seed, hp, clock, task.get("progress", True))
     world = clock.world
     uniform = torch.full((world.vocab_size**world.max_length,), -world.max_length * math.log(world.vocab_size))
     return {
@@ -477,5 +479,5 @@ def run(seed: int = 0, out: Path | None = None, quick: bool = False, progress: b
         config: AgentsConfig | None = None) -> dict:
     """Every (agent, seed) run in this process, then :func:`aggregate`."""
     task_list = [dict(t, progress=progress) for t in tasks(seed, quick, config)]
-    results = [run_task(t) for t in progress_bar(task_list, "agents", enabled=progress)]
+    results = [run_task(t) for t in progress_bar(task_list, "agents: runs", enabled=progress)]
     return aggregate(task_list, results, seed, out)

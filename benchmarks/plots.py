@@ -30,6 +30,19 @@ def _band(runs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return mean, t * stack.std(0, ddof=1) / np.sqrt(len(runs))
 
 
+def smoothing_window(points: int) -> int:
+    """The moving-average window that fits a curve of ``points`` points: ``max(1, points // 20)``."""
+    return max(1, points // 20)
+
+
+def _smooth(x: np.ndarray, runs: list[np.ndarray], window: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Trailing moving averages over ``window`` points (x: the window's last point); keeps >= 1 point."""
+    if window <= 1:
+        return x, runs
+    kernel = np.ones(window) / window
+    return x[window - 1 :], [np.convolve(y, kernel, mode="valid") for y in runs]
+
+
 def plot_curves(
     curves: dict[str, list[tuple[list[float], list[float]]]],
     path: str | Path,
@@ -39,11 +52,18 @@ def plot_curves(
     logy: bool = False,
     colors: dict[str, str] | None = None,
     ylim: tuple[float, float] | None = None,
+    smooth: int | str | None = "auto",
 ) -> Path:
     """One line per label: the mean over seeds with a shaded 95% CI band; saves a PNG.
 
-    ``curves[label]`` is a list (one per seed) of ``(x, y)`` with the same x for every seed.
-    ``colors`` keeps a label's colour the same across figures; ``ylim`` clips the bands.
+    ``curves[label]`` is a list (one per seed) of ``(x, y)``; runs of one label that stop at
+    different points (a wall-clock budget) are cut to the shortest. Each curve is smoothed by a
+    trailing moving average whose window fits its own length (``smooth="auto"``:
+    :func:`smoothing_window`; an integer: that window, capped at the curve's length; ``None``:
+    raw), so a short run is never averaged away. A label with a single point is drawn as a marker
+    with its interval, not as a line, and every label in ``curves`` appears in the legend (with
+    its seed count and window). ``colors`` keeps a label's colour the same across figures;
+    ``ylim`` clips the bands.
     """
     import matplotlib
 
@@ -52,14 +72,26 @@ def plot_curves(
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
     for label, runs in curves.items():
-        x = np.asarray(runs[0][0])
-        mean, half = _band([np.asarray(y, dtype=float) for _, y in runs])
         color = (colors or {}).get(label)
+        runs = [(np.asarray(x, dtype=float), np.asarray(y, dtype=float)) for x, y in runs]
+        points = min(min(len(x), len(y)) for x, y in runs) if runs else 0
+        if points == 0:
+            ax.plot([], [], label=f"{label} (no points)", color=color)
+            continue
+        x = runs[0][0][:points]
+        ys = [y[:points] for _, y in runs]
+        window = 1 if smooth is None else smoothing_window(points) if smooth == "auto" else max(1, min(int(smooth), points))
+        x, ys = _smooth(x, ys, window)
+        mean, half = _band(ys)
         low, high = mean - half, mean + half
         if ylim is not None:
             low, high = np.clip(low, *ylim), np.clip(high, *ylim)
-        ax.plot(x, mean, label=f"{label} (n={len(runs)})", color=color)
-        ax.fill_between(x, low, high, alpha=0.2, color=color)
+        name = f"{label} (n={len(ys)}" + (f", mean of {window} points)" if window > 1 else ")")
+        if len(x) == 1:
+            ax.errorbar(x, mean, yerr=[mean - low, high - mean], fmt="o", capsize=4, label=name, color=color)
+        else:
+            ax.plot(x, mean, label=name, color=color)
+            ax.fill_between(x, low, high, alpha=0.2, color=color)
     if logy:
         ax.set_yscale("log")
     ax.set_xlabel(xlabel)

@@ -21,6 +21,7 @@ from kcrl.benchmarks.report import group_by_variant, markdown_table, write_resul
 from kcrl.constraints import TokenPotentialConstraint
 from kcrl.envs.tabular import TabularWorld
 from kcrl.posterior import kl_divergence
+from kcrl.progress import progress_label
 from kcrl.stats import mean_ci95, permutation_test
 from kcrl.trainer import PRConfig, PRTrainer
 
@@ -78,7 +79,15 @@ class TabularJointConfig:
 
 
 def run_variant(variant: str, seed: int, config: TabularJointConfig, progress: bool = False) -> dict[str, float]:
-    """Train one variant on one seed; returns the exact KLs and the trainer's last log line."""
+    """Train one variant on one seed; returns the exact KLs and the trainer's last log line.
+
+    Its progress bars are named ``tabular-joint VARIANT seed SEED`` (:func:`kcrl.progress.progress_label`).
+    """
+    with progress_label(f"tabular-joint {variant} seed {seed}"):
+        return _run_variant(variant, seed, config, progress)
+
+
+def _run_variant(variant: str, seed: int, config: TabularJointConfig, progress: bool) -> dict[str, float]:
     world = TabularWorld(config.vocab_size, config.length, world_seed=seed)
     data = world.sample_data(config.data_samples, torch.Generator().manual_seed(seed))
     torch.manual_seed(seed)
@@ -122,7 +131,8 @@ def tasks(seed: int = 0, quick: bool = False, config: TabularJointConfig | None 
 
 
 def run_task(task: dict) -> dict[str, float]:
-    return run_variant(task["variant"], task["seed"], task["config"])
+    """One (variant, seed) run; its progress (named by both) shows unless ``task["progress"]`` is False."""
+    return run_variant(task["variant"], task["seed"], task["config"], progress=task.get("progress", True))
 
 
 def aggregate(task_list: list[dict], results: list[dict], seed: int, out: Path | None = None) -> dict:
@@ -160,5 +170,5 @@ def aggregate(task_list: list[dict], results: list[dict], seed: int, out: Path |
 
 
 def run(seed: int = 0, out: Path | None = None, quick: bool = False, progress: bool = True, config: TabularJointConfig | None = None) -> dict:
-    task_list = tasks(seed, quick, config)
+    task_list = [dict(t, progress=progress) for t in tasks(seed, quick, config)]
     return aggregate(task_list, [run_task(t) for t in task_list], seed, out)
