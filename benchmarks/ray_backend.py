@@ -2,16 +2,25 @@
 
 The only module of kcrl that imports ``ray`` (an optional dependency: ``pip install 'kcrl[ray]'``),
 and only when :func:`map_ray` runs (:func:`kcrl.benchmarks.runner.map_tasks` with ``backend="ray"``).
+
+Before Ray is asked to connect to a cluster (``--ray-address host:port`` or ``ray://host:port``),
+:func:`check_reachable` opens one TCP connection to it with a timeout (``KCRL_RAY_CONNECT_TIMEOUT``
+seconds, default 10): a dead or mistyped address is a :class:`~kcrl.errors.ClusterConnectionError`
+naming it within that time, where Ray itself would retry for minutes.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import socket
 
 from kcrl.benchmarks.runner import run_in_worker
-from kcrl.errors import ConfigError, MissingDependencyError
+from kcrl.errors import ClusterConnectionError, ConfigError, MissingDependencyError
 from kcrl.progress import progress as progress_bar
+
+CONNECT_TIMEOUT_S = 10.0
+"""Seconds to wait for a cluster's address to accept a connection (``KCRL_RAY_CONNECT_TIMEOUT``)."""
 
 
 def _import_ray():
@@ -33,6 +42,59 @@ def _probe_worker(module: str) -> str:
     return version("kcrl")
 
 
+def _endpoint(address: str) -> tuple[str, int] | None:
+    """``(host, port)`` of a Ray address, or ``None`` where Ray resolves it itself (``auto``)."""
+    text = address.strip()
+    default_port = 6379
+    if text.startswith("ray://"):
+        text, default_port = text[len("ray://"):], 10001
+    if text in ("auto", "local", ""):
+        return None
+    host, sep, port = text.rpartition(":")
+    if not sep or host.endswith(":"):  # no port, or a bare IPv6 address
+        return text.strip("[]"), default_port
+    try:
+        return host.strip("[]"), int(port)
+    except ValueError:
+        raise ConfigError(
+            f"--ray-address {address!r} is not an address: the port {port!r} is not a number. Use host:port, "
+            "ray://host:port or auto."
+        ) from None
+
+
+def connect_timeout() -> float:
+    """The timeout of :func:`check_reachable` in seconds (``KCRL_RAY_CONNECT_TIMEOUT``, default 10)."""
+    text = os.environ.get("KCRL_RAY_CONNECT_TIMEOUT")
+    if text is None:
+        return CONNECT_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise ConfigError(f"KCRL_RAY_CONNECT_TIMEOUT must be a positive number of seconds; got {text!r}.")
+    return value
+
+
+def check_reachable(address: str, timeout: float | None = None) -> None:
+    """Raise :class:`~kcrl.errors.ClusterConnectionError` unless ``address`` accepts a TCP connection
+    within ``timeout`` seconds (default :func:`connect_timeout`); ``auto`` is left to Ray."""
+    endpoint = _endpoint(address)
+    if endpoint is None:
+        return
+    timeout = connect_timeout() if timeout is None else timeout
+    try:
+        socket.create_connection(endpoint, timeout=timeout).close()
+    except OSError as exc:
+        reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        raise ClusterConnectionError(
+            f"could not reach the Ray cluster at {address!r} ({endpoint[0]}:{endpoint[1]}: {reason}, waited at most "
+            f"{timeout:g} s). Check that the cluster is running and the address is right (`ray status` on the "
+            "head node prints it), raise KCRL_RAY_CONNECT_TIMEOUT for a slow network, or leave out --ray-address "
+            "to start a local Ray."
+        ) from exc
+
+
 def map_ray(run_task, task_list: list, jobs: int, ray_address: str | None, show_progress: bool) -> list:
     """Run ``run_task`` on every task as Ray tasks (one CPU each); results in task order."""
     ray = _import_ray()
@@ -44,6 +106,7 @@ def map_ray(run_task, task_list: list, jobs: int, ray_address: str | None, show_
             ray.init(address="local", num_cpus=jobs, include_dashboard=False, log_to_driver=False,
                      runtime_env=runtime_env)
         else:
+            check_reachable(ray_address)  # bounded: Ray's own connection attempts retry for minutes
             try:
                 ray.init(address=ray_address, log_to_driver=False, runtime_env=runtime_env)
             except (ConnectionError, RuntimeError, ValueError) as exc:

@@ -20,6 +20,11 @@ Backends:
   node must have the same kcrl installed (``pip install -e .`` or the same wheel): the workers
   import the suite module by name. If Ray is already initialised in this process, that instance
   is used and left running.
+
+The output folder is checked before any run starts (a file in its place, a path under a file, a
+folder that cannot be written, a full disk; one that holds a finished suite's ``results.json``
+needs ``force``) and locked until the results are written (:class:`kcrl.runlock.RunLock`), so that
+two suites never write one folder and no compute is lost to a folder that cannot hold its results.
 """
 
 from __future__ import annotations
@@ -34,8 +39,9 @@ from pathlib import Path
 from typing import Any
 
 from kcrl.benchmarks import SUITES, get_suite, suite_config, suite_schema
-from kcrl.errors import ConfigError, unknown_name
+from kcrl.errors import ConfigError, OutputFolderError, unknown_name
 from kcrl.progress import progress as progress_bar
+from kcrl.runlock import RunLock, check_output_folder
 
 BACKENDS = ("local", "ray")
 
@@ -98,12 +104,26 @@ def map_tasks(run_task: Callable[[Any], Any], task_list: list, backend: str = "l
     return map_ray(run_task, task_list, jobs, ray_address, show_progress)
 
 
+def check_suite_folder(out: Path, force: bool = False) -> Path:
+    """``out`` created and proven writable (:func:`kcrl.runlock.check_output_folder`); one that holds a
+    finished suite's results is refused unless ``force`` (``kcrl bench --force``)."""
+    out = check_output_folder(out)
+    if (out / "results.json").exists() and not force:
+        raise OutputFolderError(
+            f"--out {str(out)!r} already holds a suite's results (results.json); pass --force to replace them, or "
+            "choose another --out."
+        )
+    return out
+
+
 def run_suite(name: str, seed: int = 0, out: Path | None = None, quick: bool = False, show_progress: bool = True,
-              backend: str = "local", jobs: int = 1, ray_address: str | None = None, config: Any = None) -> dict:
+              backend: str = "local", jobs: int = 1, ray_address: str | None = None, config: Any = None,
+              force: bool = False) -> dict:
     """Run suite ``name`` and return ``{"metrics", "table"}`` (files written to ``out``).
 
     ``config`` is the suite's config (default: :func:`~kcrl.benchmarks.suite_config` of ``name`` and
-    ``quick``). A suite whose ``run`` takes no typed config runs without one.
+    ``quick``). A suite whose ``run`` takes no typed config runs without one. ``out`` is checked
+    (:func:`check_suite_folder`; ``force`` replaces earlier results) and locked before anything runs.
     """
     run = get_suite(name)
     if backend not in BACKENDS:
@@ -112,10 +132,18 @@ def run_suite(name: str, seed: int = 0, out: Path | None = None, quick: bool = F
     if config is None and suite_schema(name) is not None:
         config = suite_config(name, quick)
     with_config = {} if config is None else {"config": config}
-    if not hasattr(module, "tasks"):
-        if backend != "local" or jobs != 1 or ray_address is not None:
-            raise ConfigError(f"suite {name!r} runs as a single unit; it supports only --backend local without --jobs.")
-        return run(seed=seed, out=out, quick=quick, progress=show_progress, **with_config)
-    task_list = module.tasks(seed, quick, **with_config)
-    results = map_tasks(module.run_task, task_list, backend, jobs, ray_address, show_progress)
-    return module.aggregate(task_list, results, seed, out)
+    if not hasattr(module, "tasks") and (backend != "local" or jobs != 1 or ray_address is not None):
+        raise ConfigError(f"suite {name!r} runs as a single unit; it supports only --backend local without --jobs.")
+    lock = None
+    if out is not None:
+        out = check_suite_folder(Path(out), force)
+        lock = RunLock(out).acquire()
+    try:
+        if not hasattr(module, "tasks"):
+            return run(seed=seed, out=out, quick=quick, progress=show_progress, **with_config)
+        task_list = module.tasks(seed, quick, **with_config)
+        results = map_tasks(module.run_task, task_list, backend, jobs, ray_address, show_progress)
+        return module.aggregate(task_list, results, seed, out)
+    finally:
+        if lock is not None:
+            lock.release()

@@ -53,15 +53,28 @@ token (:mod:`kcrl.oracle_metrics`, on ``oracle.eval_samples`` samples)::
 
 ``kcrl sample DIR [-n N]`` prints samples of the trained generator; ``kcrl evaluate DIR`` prints
 its metrics. The run writes ``DIR/config.yaml`` (the resolved config), ``DIR/checkpoint.pt``
-(atomic, every ``trainer.checkpoint_every`` iterations; with ``generator_step: agent`` it also
-holds the agent's optimiser, random stream and counters), ``DIR/metrics.json`` and, for the oracle
-task, ``DIR/base-<key>.pt`` (the pre-trained start, reused on resume). With ``--resume`` a killed
-run continues from its last checkpoint and ends with the same metrics as an uninterrupted run.
+(atomic and hashed, every ``trainer.checkpoint_every`` iterations; with ``generator_step: agent``
+it also holds the agent's optimiser, random stream and counters), ``DIR/metrics.json`` (hashed)
+and, for the oracle task, ``DIR/base-<key>.pt`` (the pre-trained start, reused on resume). With
+``--resume`` a killed run continues from its last checkpoint and ends with the same metrics as an
+uninterrupted run.
+
+Nothing is lost and nothing fails silently:
+
+- ``DIR`` is checked before any compute (a file in its place, a read-only folder, a full disk)
+  and locked while the run writes (:class:`kcrl.runlock.RunLock`; a second ``kcrl train`` on it
+  is refused, naming the first). A ``DIR`` that already holds a run needs ``--resume`` (continue)
+  or ``--force`` (start over: its checkpoint, config and metrics are deleted).
+- ``--resume`` refuses a folder without a checkpoint, or without the ``config.yaml`` that shows the
+  checkpoint belongs to this config; ``--force`` starts fresh, or resumes on the given config.
+- SIGINT, SIGTERM and SIGHUP stop the run after its current iteration: it writes a checkpoint,
+  prints the command that resumes it and exits with 130, 143 or 129. Temp files of atomic writes
+  that a SIGKILL left behind are removed when the next run takes the lock.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -74,11 +87,12 @@ from kcrl.benchmarks.parts import (
     ORACLE_PLAN, ORACLE_TRAINED, POLICY_VARIANTS, TABULAR_VARIANTS, OracleGenerator, OracleParts, build_constraint,
     build_policy, check_scorer_shape, build_variant, build_world, ensure_base,
 )
-from kcrl.checkpoint import atomic_write_text
-from kcrl.config import dump_yaml, from_mapping, load_yaml, to_mapping
+from kcrl.checkpoint import CheckpointError, atomic_write_text, remove_stale_temps, write_json
+from kcrl.config import MLE_RANGES, SEED_RANGE, RangeError, check_ranges, dump_yaml, from_mapping, load_yaml, ranged, to_mapping
 from kcrl.envs.oracle import ORACLE_SEED
-from kcrl.envs.tabular import TabularWorld
-from kcrl.errors import ConfigError, did_you_mean, unknown_name
+from kcrl.envs.tabular import TabularWorld, check_world_kwargs
+from kcrl.errors import ConfigError, OutputFolderError, RunInterrupted, did_you_mean, unknown_name
+from kcrl.runlock import LOCK_NAME, RunLock, StopSignals, check_output_folder
 from kcrl.models.lstm_generator import LSTMGenerator, MLEArgs
 from kcrl.trainer import PRConfig, PRTrainer
 
@@ -99,6 +113,16 @@ TRAINER_DEFAULTS: dict[tuple[str, str], Callable[[], PRConfig]] = {
     ),
 }
 EVAL_SEED = 10_000  # oracle scores: samples drawn with EVAL_SEED + the run's seed
+# trainer keys a kcrl train config does not take: the top-level keys set them, or no task uses them
+TRAINER_UNUSED = {
+    "variant": "set the top-level variant",
+    "seed": "set the top-level seed",
+    "contexts": "both tasks are unconditional (trainer.samples sets K)",
+    "samples_per_context": "both tasks are unconditional (trainer.samples sets K)",
+    "eval_every": "kcrl train scores the generator at the end (kcrl evaluate DIR at any checkpoint)",
+}
+RUN_FILES = ("checkpoint.pt", "config.yaml", "metrics.json")  # what --force deletes
+MAX_SAMPLES = 1_000_000  # kcrl sample -n
 
 
 def variants(task: str) -> tuple[str, ...]:
@@ -113,44 +137,54 @@ def variants(task: str) -> tuple[str, ...]:
 class AgentArgs:
     """``generator_step: agent``: kcrl's soft-PG agent as the generator step (tabular task)."""
 
-    lr: float = 3e-3
+    lr: float = ranged(3e-3, ge=0)
     """Adam learning rate of the agent's PG step on the token policy"""
-    envs: int = 1024
+    envs: int = ranged(1024, ge=1)
     """episodes per PG update (sub-envs of the batched TabularSequence-v0 env)"""
-    updates: int = 1
+    updates: int = ranged(1, ge=1)
     """PG updates per Algorithm 1 iteration"""
-    distill_steps: int = 300
+    distill_steps: int = ranged(300, ge=0)
     """steps of exact distillation of the token policy onto the world's base model before training"""
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
 
 @dataclass
 class OracleArgs:
     """``task: oracle``: the oracle's sizes, the data, the pre-trained start and the CNN constraint."""
 
-    vocab_size: int = 100
+    vocab_size: int = ranged(100, ge=2)
     """V, the oracle's vocabulary (SeqGAN: 5000)"""
-    length: int = 10
+    length: int = ranged(10, ge=1)
     """T, tokens per sequence (SeqGAN: 20)"""
-    embed_dim: int = 16
+    embed_dim: int = ranged(16, ge=1)
     """embedding size of the oracle and of the generator (SeqGAN: 32)"""
-    hidden_dim: int = 16
+    hidden_dim: int = ranged(16, ge=1)
     """LSTM hidden size of the oracle and of the generator (SeqGAN: 32)"""
-    oracle_seed: int = ORACLE_SEED
+    oracle_seed: int = ranged(ORACLE_SEED, ge=SEED_RANGE.ge, lt=SEED_RANGE.lt)
     """seed of the oracle's random weights"""
-    test_samples: int = 1000
+    test_samples: int = ranged(1000, ge=1)
     """held-out oracle samples (the held-out NLL)"""
-    eval_samples: int = 1000
+    eval_samples: int = ranged(1000, ge=1)
     """generator samples per NLL_oracle and entropy rate"""
     pretrain: MLEArgs = field(default_factory=lambda: MLEArgs(epochs=10, keep_best=False))
     """MLE of the start on the training samples (epochs 0: untrained N(0, 0.1) weights); its seed is the run's"""
-    scorer_embed_dim: int = 32
+    scorer_embed_dim: int = ranged(32, ge=1)
     """token embedding size of the CNN constraint"""
-    scorer_filter_sizes: tuple[int, ...] = (2, 3, 4, 5)
+    scorer_filter_sizes: tuple[int, ...] = ranged((2, 3, 4, 5), ge=1)
     """convolution widths of the CNN constraint (widths > T are dropped)"""
-    scorer_num_filters: tuple[int, ...] = (32, 32, 32, 32)
+    scorer_num_filters: tuple[int, ...] = ranged((32, 32, 32, 32), ge=1)
     """channels per width, one per entry of ``scorer_filter_sizes``"""
-    scorer_dropout: float = 0.25
+    scorer_dropout: float = ranged(0.25, ge=0, lt=1)
     """dropout of the CNN constraint while it is trained"""
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+        try:
+            check_ranges(self.pretrain, MLE_RANGES)
+        except RangeError as exc:
+            raise exc.at("pretrain") from None
 
 
 @dataclass
@@ -159,9 +193,9 @@ class TrainConfig:
 
     task: str = "tabular"
     """the world to train on: tabular or oracle"""
-    seed: int = 0
+    seed: int = ranged(0, ge=SEED_RANGE.ge, lt=SEED_RANGE.lt)
     """seed of the world, the data and the trainer"""
-    data_samples: int = 5000
+    data_samples: int = ranged(5000, ge=1)
     """training-set size drawn from the world's p_data (oracle: oracle samples)"""
     variant: str = "learned"
     """tabular: base, binary_d, mstep, fixed_complete, fixed_incomplete or learned; oracle: mle, binary_d, learned or constant"""
@@ -176,12 +210,22 @@ class TrainConfig:
     trainer: PRConfig = field(default_factory=TRAINER_DEFAULTS[("tabular", "trainer")])
     """Algorithm 1 settings (keys given here override the task's defaults; its ``variant`` and ``seed`` come from the top-level keys)"""
 
+    def __post_init__(self) -> None:
+        check_ranges(self)
+
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
         """Build from a mapping (:func:`kcrl.config.from_mapping`): unknown keys, wrong types and
         sections that do not apply to the task or generator step are rejected."""
         if not isinstance(values, dict):
             raise ConfigError(f"a train config must be a mapping of keys to values; got {type(values).__name__}.")
+        trainer_values = values.get("trainer")
+        for key in TRAINER_UNUSED if isinstance(trainer_values, dict) else ():
+            if key in trainer_values:
+                raise ConfigError(
+                    f"config key 'trainer.{key}' is not used by kcrl train ({TRAINER_UNUSED[key]}); got "
+                    f"{trainer_values[key]!r}. Drop it."
+                )
         task, step = values.get("task", "tabular"), values.get("generator_step", "trainer")
         defaults = TRAINER_DEFAULTS.get((task, step)) if isinstance(task, str) and isinstance(step, str) else None
         config = from_mapping(cls, values, base=cls(task=task, generator_step=step, trainer=defaults()) if defaults else None)
@@ -211,6 +255,7 @@ class TrainConfig:
         for key in config.world:
             if key not in WORLD_KEYS:
                 raise ConfigError(f"unknown world key {key!r}.{did_you_mean(key, WORLD_KEYS)} Known: {', '.join(WORLD_KEYS)}.")
+        check_world_kwargs(config.world, where="world")  # types and ranges, as TabularSequence-v0 checks them
         if config.task == "oracle":
             _oracle_parts(config, None)  # its own checks: sizes, one channel count per width
         return config
@@ -219,13 +264,30 @@ class TrainConfig:
     def from_yaml(cls, path: str | Path) -> "TrainConfig":
         return cls.from_dict(load_yaml(path) or {})
 
+    @classmethod
+    def saved(cls, out: str | Path) -> "TrainConfig":
+        """The config a run saved in ``out/config.yaml`` (one written before :data:`TRAINER_UNUSED`
+        was refused still reads: those keys held defaults that nothing used)."""
+        path = Path(out) / "config.yaml"
+        if not path.is_file():
+            raise ConfigError(
+                f"{str(out)!r} holds no config.yaml, so it is not (or no longer) a kcrl train run folder; "
+                "pass the --out folder of a kcrl train run."
+            )
+        values = load_yaml(path, "the run's config file") or {}
+        if isinstance(values, dict) and isinstance(values.get("trainer"), dict):
+            values = {**values, "trainer": {k: v for k, v in values["trainer"].items() if k not in TRAINER_UNUSED}}
+        return cls.from_dict(values)
+
     def to_dict(self) -> dict[str, Any]:
         """The config as plain YAML-safe values, without the sections its task and step do not use
-        (the inverse of :meth:`from_dict`)."""
+        and the trainer keys it does not take (the inverse of :meth:`from_dict`)."""
         values = to_mapping(self)
         for section, (key, value) in SECTIONS.items():
             if getattr(self, key) != value:
                 del values[section]
+        for key in TRAINER_UNUSED:
+            values["trainer"].pop(key, None)
         return values
 
 
@@ -320,10 +382,10 @@ def load_run(out: str | Path):
 
 
 def _load(out: str | Path):
-    from kcrl.checkpoint import CheckpointError, load_checkpoint
+    from kcrl.checkpoint import load_checkpoint
 
     out = Path(out)
-    config = TrainConfig.from_yaml(out / "config.yaml")
+    config = TrainConfig.saved(out)
     parts = _build(config, out, training=False)
     state = load_checkpoint(out / "checkpoint.pt")
     try:
@@ -353,6 +415,10 @@ def evaluate(out: str | Path) -> dict[str, Any]:
 
 def sample(out: str | Path, n: int, seed: int = 0) -> list[dict[str, Any]]:
     """n samples of the run's generator with their log-probabilities and constraint scores."""
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_SAMPLES:
+        raise ConfigError(f"the number of samples (-n) must be an integer from 1 to {MAX_SAMPLES:,}; got {n!r}.")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
+        raise ConfigError(f"the sampling seed (--seed) must be an integer in [0, 2**64); got {seed!r}.")
     _, _, generator, constraint = load_run(out)
     with torch.no_grad():
         x, log_p = generator.sample(n, torch.Generator().manual_seed(seed))
@@ -375,45 +441,138 @@ def _differences(a: dict[str, Any], b: dict[str, Any], where: str = "") -> list[
     return out
 
 
+class _StopRequested(BaseException):
+    """Raised at the start of a step once a stop signal has arrived (caught in :func:`train`)."""
+
+
+def _run_entries(out: Path) -> list[str]:
+    """What ``out`` holds besides the lock, temp files and pre-trained starts (``base-*.pt``, reusable)."""
+    return sorted(p.name for p in out.iterdir()
+                  if p.name != LOCK_NAME and not (p.name.startswith(".") and p.name.endswith(".tmp"))
+                  and not (p.name.startswith("base-") and p.name.endswith(".pt")))
+
+
+def _check_run_folder(config: TrainConfig, out: Path, resume: bool, force: bool) -> bool:
+    """Apply the folder rules of the module docstring before any compute; returns whether to resume."""
+    checkpoint, saved = out / "checkpoint.pt", out / "config.yaml"
+    if checkpoint.exists() and not checkpoint.is_file():
+        raise CheckpointError(
+            f"{str(checkpoint)!r} is a directory, not a checkpoint; the run could neither resume from it nor save to "
+            "it. Move it away, then run again."
+        )
+    if resume:
+        if not checkpoint.is_file():
+            if not force:
+                raise OutputFolderError(
+                    f"--resume: {str(out)!r} holds no checkpoint.pt, so there is nothing to resume. Drop --resume to "
+                    "start a new run there, or add --force to start one anyway."
+                )
+            resume = False
+        elif not saved.is_file():
+            if not force:
+                raise OutputFolderError(
+                    f"--resume: {str(out)!r} holds a checkpoint but no config.yaml, so nothing shows that the "
+                    "checkpoint was trained with this config (other data_samples or seed would resume on other "
+                    "data). Restore config.yaml, or add --force to resume with this config anyway."
+                )
+        else:
+            changed = _differences(TrainConfig.saved(out).to_dict(), config.to_dict())
+            if changed:
+                raise ConfigError(
+                    f"the run in {str(out)!r} was started with a different config (differs in {', '.join(changed)}); "
+                    "resume it with its own config.yaml, or start a new run in another folder."
+                )
+            return True
+    present = _run_entries(out)
+    if present and not force:
+        listed = ", ".join(present[:5]) + (f" and {len(present) - 5} more" if len(present) > 5 else "")
+        raise OutputFolderError(
+            f"{str(out)!r} already holds files ({listed}); pass --resume to continue the run there, --force to "
+            "start over (its checkpoint.pt, config.yaml and metrics.json are deleted), or choose another --out."
+        )
+    if force:
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+    return resume
+
+
+def _interrupted(out: Path, signum: int, iteration: int, total: int) -> RunInterrupted:
+    import shlex
+    import signal
+
+    name = signal.Signals(signum).name
+    folder = shlex.quote(str(out))
+    return RunInterrupted(
+        f"training stopped by {name} after iteration {iteration} of {total}; {out / 'checkpoint.pt'} holds it. "
+        f"Resume with: kcrl train {folder}/config.yaml --out {folder} --resume", signum,
+    )
+
+
 def train(config: TrainConfig, out: str | Path, resume: bool = False, show_progress: bool = True,
           stop_after: int | None = None, tensorboard: bool = False,
-          trainer_factory: Callable[..., PRTrainer] = PRTrainer) -> dict[str, Any]:
+          trainer_factory: Callable[..., PRTrainer] = PRTrainer, force: bool = False,
+          handle_signals: bool = True, writes: bool = True) -> dict[str, Any]:
     """Run (or resume) one training run; returns the final metrics.
 
     ``trainer_factory(generator, constraint, data, config)`` builds the trainer (e.g. one rank of
-    :class:`kcrl.distributed.DistributedPRTrainer`); only its main process writes files.
+    :class:`kcrl.distributed.DistributedPRTrainer`); only its main process writes files. The output
+    folder is checked and locked first (rules in the module docstring; ``force`` is ``--force``).
+    With ``handle_signals`` (in the main thread) SIGINT, SIGTERM and SIGHUP end the run after the
+    current iteration with a checkpoint and a :class:`~kcrl.errors.RunInterrupted` (``exit_code``
+    130, 143, 129). ``writes=False`` (ranks other than 0) skips the folder checks and the lock.
     """
     out = Path(out)
-    if (out / "checkpoint.pt").exists() and not resume:
-        raise ConfigError(f"{str(out)!r} already holds a run; pass --resume to continue it or choose another --out.")
     if config.generator_step == "agent" and trainer_factory is not PRTrainer:
         raise ConfigError(
             "generator_step: agent runs in a single process (the agent is not data-parallel); drop --ddp, or use "
             "generator_step: trainer."
         )
-    if resume and (out / "config.yaml").is_file():
-        changed = _differences(TrainConfig.from_yaml(out / "config.yaml").to_dict(), config.to_dict())
-        if changed:
-            raise ConfigError(
-                f"the run in {str(out)!r} was started with a different config (differs in {', '.join(changed)}); "
-                "resume it with its own config.yaml, or start a new run in another folder."
-            )
-    parts = _build(config, out, show_progress=show_progress)
-    cfg = replace(config.trainer, variant=parts.variant, seed=config.seed)
-    extra = {} if parts.generator_step is None else {"generator_step": parts.generator_step}
-    trainer = trainer_factory(parts.generator, parts.constraint, (parts.data, None), cfg, **extra)
-    if trainer.is_main_process:
-        atomic_write_text(out / "config.yaml", dump_yaml(config.to_dict()))
-    history = trainer.train(out=out, resume=resume, show_progress=show_progress, stop_after=stop_after, tensorboard=tensorboard)
-    metrics = {"iteration": trainer.iteration, **_scores(config, parts, trainer.device), "last": history[-1] if history else {}}
-    if trainer.is_main_process:
-        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    return metrics
+    lock = None
+    if writes:
+        check_output_folder(out)
+        lock = RunLock(out).acquire()
+    try:
+        if writes:
+            remove_stale_temps(out)
+            resume = _check_run_folder(config, out, resume, force)
+        stop = StopSignals() if handle_signals else None
+        with stop if stop is not None else contextlib.nullcontext():
+            parts = _build(config, out, show_progress=show_progress)
+            cfg = replace(config.trainer, variant=parts.variant, seed=config.seed)
+            extra = {} if parts.generator_step is None else {"generator_step": parts.generator_step}
+            trainer = trainer_factory(parts.generator, parts.constraint, (parts.data, None), cfg, **extra)
+            if trainer.is_main_process:
+                atomic_write_text(out / "config.yaml", dump_yaml(config.to_dict()))
+            if stop is not None:
+                step = trainer.step
+
+                def step_unless_stopped():
+                    if stop.received is not None:
+                        raise _StopRequested
+                    return step()
+
+                trainer.step = step_unless_stopped
+            try:
+                history = trainer.train(out=out, resume=resume, show_progress=show_progress, stop_after=stop_after,
+                                        tensorboard=tensorboard)
+            except _StopRequested:
+                if trainer.is_main_process:
+                    trainer._save(out / "checkpoint.pt")
+                raise _interrupted(out, stop.received, trainer.iteration, cfg.iterations) from None
+        metrics = {"iteration": trainer.iteration, **_scores(config, parts, trainer.device), "last": history[-1] if history else {}}
+        if trainer.is_main_process:
+            write_json(out / "metrics.json", metrics, "the run's metrics")
+        return metrics
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def train_distributed(config, out: str | Path, resume: bool = False, show_progress: bool = True,
-                      sampling: str = "sharded", stop_after: int | None = None, tensorboard: bool = False) -> dict[str, Any]:
-    """:func:`train` on every rank of the torchrun job (:mod:`kcrl.distributed`); rank 0 writes the files."""
+                      sampling: str = "sharded", stop_after: int | None = None, tensorboard: bool = False,
+                      force: bool = False) -> dict[str, Any]:
+    """:func:`train` on every rank of the torchrun job (:mod:`kcrl.distributed`); rank 0 checks, locks and
+    writes the output folder. Signals are left to torchrun (a rank that stopped alone would hang the others)."""
     import functools
     import warnings
 
@@ -427,7 +586,8 @@ def train_distributed(config, out: str | Path, resume: bool = False, show_progre
         warnings.simplefilter("ignore", LowESSWarning)  # every rank sees the same weights; warn once
     factory = functools.partial(DistributedPRTrainer, sampling=sampling)
     try:
-        return train(config, out, resume=resume, show_progress=show_progress and rank == 0,
-                     stop_after=stop_after, trainer_factory=factory, tensorboard=tensorboard and rank == 0)
+        return train(config, out, resume=resume, show_progress=show_progress and rank == 0, stop_after=stop_after,
+                     trainer_factory=factory, tensorboard=tensorboard and rank == 0, force=force,
+                     handle_signals=False, writes=rank == 0)
     finally:
         dist.destroy_process_group()

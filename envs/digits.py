@@ -39,6 +39,8 @@ from torch import nn
 
 from kcrl.constraints import Constraint
 from kcrl.envs.onestep import BatchedOneStepEnv, OneStepEnv, OneStepTask
+from kcrl.config import SEED_RANGE, Range
+from kcrl.envs.kwargs import VEC_RANGES, checked_kwargs
 from kcrl.errors import ConfigError, MissingDependencyError, ShapeError, unknown_name
 from kcrl.progress import progress
 from kcrl.rng import counter_randint
@@ -363,6 +365,11 @@ class StructuredDigitsTask(OneStepTask):
         return self.image(table.flatten()).view(*table.shape, SIDE, SIDE).mean(1)
 
 
+DIGITS_RANGES: dict[str, Range] = {"threshold": Range(gt=0, lt=1), "split_seed": SEED_RANGE}
+"""Value ranges of the entry points' arguments (``split`` is checked by the task)."""
+
+
+@checked_kwargs("StructuredDigits-v0", DIGITS_RANGES)
 def make_digits_env(
     split: str = "train",
     alpha: float = 1.0,
@@ -375,6 +382,7 @@ def make_digits_env(
     return StructuredDigitsEnv(StructuredDigitsTask(split, alpha, threshold, split_seed, estimator_path), render_mode)
 
 
+@checked_kwargs("StructuredDigits-v0", {**DIGITS_RANGES, **VEC_RANGES})
 def make_digits_vec_env(
     num_envs: int = 1,
     split: str = "train",

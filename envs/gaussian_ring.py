@@ -27,6 +27,8 @@ from torch import nn
 
 from kcrl.constraints import Constraint, NeuralConstraint
 from kcrl.envs.onestep import BatchedOneStepEnv, OneStepEnv, OneStepTask
+from kcrl.config import Range, check_values
+from kcrl.envs.kwargs import VEC_RANGES, checked_kwargs
 from kcrl.errors import ConfigError, ShapeError
 
 
@@ -159,6 +161,8 @@ class GaussianRingTask(OneStepTask):
                 f"GaussianRing needs an integer n_modes >= 1, radius > 0 and std > 0; got "
                 f"n_modes={n_modes!r}, radius={radius!r}, std={std!r}."
             )
+        check_values({"radius": radius, "std": std, "log_density_floor": log_density_floor, "bound": bound},
+                     RING_RANGES, label="GaussianRingTask argument")  # finiteness (inf passes the check above)
         self.n_modes, self.radius, self.std = n_modes, float(radius), float(std)
         self.bound = float(bound) if bound is not None else self.radius + max(1.0, 6 * self.std)
         if self.bound <= 0:
@@ -199,6 +203,17 @@ class GaussianRingTask(OneStepTask):
         }
 
 
+RING_RANGES: dict[str, Range] = {
+    "n_modes": Range(ge=1, integer=True),
+    "radius": Range(gt=0),
+    "std": Range(gt=0),
+    "log_density_floor": Range(),  # finite (or None: no clip)
+    "bound": Range(gt=0),
+}
+"""Value ranges of the task's arguments (GaussianRingTask and both entry points)."""
+
+
+@checked_kwargs("GaussianRing-v0", RING_RANGES)
 def make_gaussian_ring_env(
     n_modes: int = 8,
     radius: float = 2.0,
@@ -212,6 +227,7 @@ def make_gaussian_ring_env(
     return GaussianRingEnv(GaussianRingTask(n_modes, radius, std, alpha, log_density_floor, bound), render_mode)
 
 
+@checked_kwargs("GaussianRing-v0", {**RING_RANGES, **VEC_RANGES})
 def make_gaussian_ring_vec_env(
     num_envs: int = 1,
     n_modes: int = 8,

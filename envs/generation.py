@@ -58,6 +58,16 @@ def observation_space(task: SequenceTask) -> spaces.Dict:
     return spaces.Dict(obs)
 
 
+def check_seed(seed: Any) -> int:
+    """A reset seed as every kcrl env takes it: an integer in ``[0, 2**64)`` (NumPy integers too);
+    floats, bools, negative and larger numbers raise :class:`~kcrl.errors.ConfigError`."""
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+        raise ConfigError(f"reset seed must be an integer in [0, 2**64) or None; got {seed!r} ({type(seed).__name__}).")
+    if not 0 <= int(seed) < 2**64:
+        raise ConfigError(f"reset seed must be an integer in [0, 2**64) or None; got {seed!r}.")
+    return int(seed)
+
+
 class TensorVectorEnv(VectorEnv):
     """Gymnasium's numpy ``VectorEnv`` API, seeding and resets on top of a tensor core.
 
@@ -105,9 +115,14 @@ class TensorVectorEnv(VectorEnv):
         return obs
 
     def reset_tensor(self, seed: int | None = None, mask: torch.Tensor | None = None):
-        """Reset all sub-envs (or those in ``mask``); sub-env i is seeded ``seed + i``."""
+        """Reset all sub-envs (or those in ``mask``); sub-env i is seeded ``seed + i``.
+
+        ``seed`` is ``None`` or an integer in ``[0, 2**64)``, as the single envs take it
+        (:func:`check_seed`); it is stored modulo 2**64 as an int64.
+        """
         if seed is not None:
-            self.seeds = seed + self._arange
+            seed = check_seed(seed)
+            self.seeds = (seed - 2**64 if seed >= 2**63 else seed) + self._arange  # int64, wraps modulo 2**64
             self.episodes.zero_()
         elif not self._started:
             base = int(np.random.SeedSequence().generate_state(1)[0] >> 1)
@@ -226,12 +241,15 @@ class BatchedGenerationEnv(TensorVectorEnv):
             log_probs = reference(self.tokens, self.lengths, self.context)  # (N, V)
             reward_base = torch.where(active, log_probs[self._arange, actions], 0.0).float()
 
+        # the new state is built aside and committed only once the rewards are known to be finite, so
+        # that an error (e.g. a NonFiniteError below) leaves the env as it was before this step
         write_at = self.lengths.clamp(max=task.max_length - 1)
         written = torch.where(active, actions, self.tokens[self._arange, write_at])
-        self.tokens[self._arange, write_at] = written
-        self.lengths = self.lengths + active.long()
+        tokens = self.tokens.clone()
+        tokens[self._arange, write_at] = written
+        lengths = self.lengths + active.long()
 
-        full = self.lengths >= task.max_length
+        full = lengths >= task.max_length
         ended_by_eos = (actions == task.eos_id) & active if task.eos_id is not None else None
         if task.eos_id is None:
             terminated, truncated = active & full, torch.zeros_like(active)
@@ -244,7 +262,7 @@ class BatchedGenerationEnv(TensorVectorEnv):
         if finished.any():
             idx = finished.nonzero().squeeze(-1)
             ctx = None if self.context is None else self.context[idx]
-            raw = task.constraint.predict(self.tokens[idx], ctx).float()
+            raw = task.constraint.predict(tokens[idx], ctx).float()
             constraint[idx] = raw
             reward_constraint[idx] = task.alpha * raw
             if not torch.isfinite(raw).all():
@@ -254,6 +272,7 @@ class BatchedGenerationEnv(TensorVectorEnv):
                     f"the constraint {type(task.constraint).__name__} returned a non-finite value "
                     "for a finished sample; rewards must be finite."
                 )
+        self.tokens, self.lengths = tokens, lengths
         self.done |= finished
         reward = reward_base + reward_constraint
         info = {
@@ -301,6 +320,8 @@ class GenerationEnv(gym.Env):
         self.render_mode = render_mode
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if seed is not None:
+            seed = check_seed(seed)  # the same seeds as the batched env
         super().reset(seed=seed)
         if seed is None and not self._batched._started:
             seed = int(self.np_random.integers(0, 2**31 - 1))

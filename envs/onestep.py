@@ -39,7 +39,7 @@ from gymnasium.vector.utils import batch_space
 
 from kcrl.constraints import Constraint
 from kcrl.envs.actions import box_actions, integer_actions
-from kcrl.envs.generation import TensorStep, TensorVectorEnv
+from kcrl.envs.generation import TensorStep, TensorVectorEnv, check_seed
 from kcrl.envs.task import ConstrainedTask
 from kcrl.errors import ConfigError, InvalidActionError, NonFiniteError
 
@@ -269,6 +269,8 @@ class OneStepEnv(gym.Env):
         self.render_mode = render_mode
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if seed is not None:
+            seed = check_seed(seed)  # the same seeds as the batched env
         super().reset(seed=seed)
         if seed is None and not self._batched._started:
             seed = int(self.np_random.integers(0, 2**31 - 1))

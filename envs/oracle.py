@@ -26,8 +26,10 @@ import numpy as np
 import torch
 
 from kcrl.models.lstm_generator import LSTMGenerator, PrefixStateCache
+from kcrl.config import SEED_RANGE, Range
 from kcrl.constraints import Constraint
 from kcrl.envs.generation import BatchedGenerationEnv, GenerationEnv
+from kcrl.envs.kwargs import VEC_RANGES, checked_kwargs
 from kcrl.envs.task import SequenceTask
 from kcrl.errors import ConfigError, did_you_mean, unknown_name
 
@@ -296,11 +298,23 @@ def _world_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
+ORACLE_RANGES: dict[str, Range] = {
+    "vocab_size": Range(ge=2, integer=True), "length": Range(ge=1, integer=True),
+    "embed_dim": Range(ge=1, integer=True), "hidden_dim": Range(ge=1, integer=True),
+    "oracle_seed": SEED_RANGE, "base_seed": SEED_RANGE, "data_seed": SEED_RANGE,
+    "train_samples": Range(ge=0, integer=True), "valid_samples": Range(ge=0, integer=True),
+    "test_samples": Range(ge=0, integer=True),
+}
+"""Value ranges of the entry points' arguments (those of :class:`OracleWorld` among them)."""
+
+
+@checked_kwargs("OracleSequence-v0", ORACLE_RANGES, forwards_to=OracleWorld.__init__)
 def make_oracle_env(kl_to_base: bool = True, render_mode: str | None = None, **world_kwargs: Any) -> "OracleSequenceEnv":
     """Entry point of ``OracleSequence-v0``; ``world_kwargs`` go to :class:`OracleWorld`."""
     return OracleSequenceEnv(OracleWorld(**_world_kwargs(world_kwargs)), kl_to_base=kl_to_base, render_mode=render_mode)
 
 
+@checked_kwargs("OracleSequence-v0", {**ORACLE_RANGES, **VEC_RANGES}, forwards_to=OracleWorld.__init__)
 def make_oracle_vec_env(
     num_envs: int = 1,
     kl_to_base: bool = True,

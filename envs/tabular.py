@@ -10,10 +10,20 @@ from __future__ import annotations
 
 import torch
 
+from kcrl.config import SEED_RANGE, Range, check_values
 from kcrl.constraints import Constraint, TokenPotentialConstraint
 from kcrl.envs.generation import BatchedGenerationEnv, GenerationEnv
+from kcrl.envs.kwargs import VEC_RANGES, checked_kwargs
 from kcrl.envs.task import SequenceTask
 from kcrl.errors import ConfigError
+
+WORLD_RANGES: dict[str, Range] = {
+    "vocab_size": Range(ge=2, integer=True),
+    "length": Range(ge=1, integer=True),
+    "world_seed": SEED_RANGE,
+    "constraint_scale": Range(ge=0),
+}
+"""Value ranges of the world's arguments (TabularWorld, the entry points, ``kcrl train``'s ``world``)."""
 from kcrl.models.tabular import TabularAutoregressive
 from kcrl.posterior import ExactPosterior
 from kcrl.softrl import all_sequences
@@ -40,6 +50,8 @@ class TabularWorld(SequenceTask):
         alpha: float = 1.0,
         constraint: Constraint | None = None,
     ) -> None:
+        check_values({"vocab_size": vocab_size, "length": length, "world_seed": world_seed,
+                      "constraint_scale": constraint_scale, "alpha": alpha}, WORLD_RANGES, label="TabularWorld argument")
         if vocab_size < 2 or length < 1 or vocab_size**length > 2**20:
             raise ConfigError(
                 f"TabularSequence needs vocab_size >= 2, length >= 1 and vocab_size**length <= 2**20 "
@@ -96,6 +108,18 @@ class TabularWorld(SequenceTask):
         return self.sequences()[idx]
 
 
+def check_world_kwargs(values: dict, where: str = "world") -> None:
+    """Names, types and ranges of keyword arguments for :class:`TabularWorld` (``kcrl train``'s
+    ``world`` section); errors name ``where.key``."""
+    checked_kwargs("TabularWorld", WORLD_RANGES, label="config key", prefix=f"{where}." if where else "")(_world)(**values)
+
+
+def _world(vocab_size: int = 4, length: int = 4, world_seed: int = 0, constraint_scale: float = 1.0,
+           alpha: float = 1.0) -> None:
+    """The world's keyword arguments (checked by :func:`check_world_kwargs`)."""
+
+
+@checked_kwargs("TabularSequence-v0", WORLD_RANGES)
 def make_tabular_env(
     vocab_size: int = 4,
     length: int = 4,
@@ -113,6 +137,7 @@ def make_tabular_env(
     )
 
 
+@checked_kwargs("TabularSequence-v0", {**WORLD_RANGES, **VEC_RANGES})
 def make_tabular_vec_env(
     num_envs: int = 1,
     vocab_size: int = 4,

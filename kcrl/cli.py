@@ -17,7 +17,6 @@ resolved config as ``config.yaml``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -48,8 +47,10 @@ def _bench(args: argparse.Namespace) -> int:
         print(dump_yaml(config, comments=True), end="")
         return 0
     out = Path(args.out) if args.out else Path("runs") / f"{args.suite}-seed{args.seed}"
+    # run_suite checks and locks --out before anything runs (a file, read-only, earlier results without --force)
     result = run_suite(args.suite, seed=args.seed, out=out, quick=args.quick, show_progress=not args.no_progress,
-                       backend=args.backend, jobs=args.jobs, ray_address=args.ray_address, config=config)
+                       backend=args.backend, jobs=args.jobs, ray_address=args.ray_address, config=config,
+                       force=getattr(args, "force", False))
     print(result["table"])
     written = [str(out / name) for name in ("results.json", "config.yaml", "results.md") if (out / name).exists()]
     print(f"\nwrote {', '.join(written)}")
@@ -61,34 +62,43 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from kcrl.benchmarks.train import TrainConfig, train
+    from kcrl.checkpoint import json_text
+    from kcrl.errors import RunInterrupted
 
     config = TrainConfig.from_yaml(args.config)
+    force = getattr(args, "force", False)
     if args.ddp:  # one rank of a torchrun job (kcrl.distributed); rank 0 prints
         from kcrl.benchmarks.train import train_distributed
 
         metrics = train_distributed(config, args.out, resume=args.resume, show_progress=not args.no_progress,
-                                    sampling=args.ddp_sampling, tensorboard=args.tensorboard)
+                                    sampling=args.ddp_sampling, tensorboard=args.tensorboard, force=force)
         if int(os.environ.get("RANK", 0)) != 0:
             return 0
     else:
-        metrics = train(config, args.out, resume=args.resume, show_progress=not args.no_progress,
-                        tensorboard=args.tensorboard)
-    print(json.dumps(metrics, indent=2, sort_keys=True))
+        try:
+            metrics = train(config, args.out, resume=args.resume, show_progress=not args.no_progress,
+                            tensorboard=args.tensorboard, force=force)
+        except RunInterrupted as exc:  # SIGINT/SIGTERM/SIGHUP: checkpoint written, 128 + signum
+            print(f"kcrl: {exc}", file=sys.stderr)
+            return exc.exit_code
+    print(json_text(metrics, "the run's metrics"))
     return 0
 
 
 def _sample(args: argparse.Namespace) -> int:
     from kcrl.benchmarks.train import sample
+    from kcrl.checkpoint import json_text
 
     for row in sample(args.run, args.n, args.seed):
-        print(json.dumps(row))
+        print(json_text(row, "a sample", indent=None))
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     from kcrl.benchmarks.train import evaluate
+    from kcrl.checkpoint import json_text
 
-    print(json.dumps(evaluate(args.run), indent=2, sort_keys=True))
+    print(json_text(evaluate(args.run), "the run's metrics"))
     return 0
 
 
@@ -108,11 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--backend", choices=["local", "ray"], default="local", help="where a suite's runs execute")
     bench.add_argument("--jobs", type=int, default=1, help="parallel runs (local processes or Ray CPUs)")
     bench.add_argument("--ray-address", help="address of an existing Ray cluster (default: start a local one)")
+    bench.add_argument("--force", action="store_true", help="replace the results already in --out")
     bench.set_defaults(func=_bench)
     train = sub.add_parser("train", help="one Algorithm 1 run from a YAML config")
     train.add_argument("config", help="YAML config (see kcrl.benchmarks.train.TrainConfig)")
     train.add_argument("--out", required=True, help="output folder (config, checkpoint, metrics)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    train.add_argument("--force", action="store_true",
+                       help="start over in an --out that holds a run (or, with --resume, resume what cannot be verified)")
     train.add_argument("--no-progress", action="store_true", help="hide progress bars")
     train.add_argument("--tensorboard", action="store_true", help="write TensorBoard scalars to OUT/tensorboard")
     train.add_argument("--ddp", action="store_true",

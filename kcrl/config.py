@@ -45,6 +45,7 @@ import dataclasses
 import functools
 import inspect
 import math
+import numbers
 import reprlib
 import textwrap
 import types
@@ -395,13 +396,13 @@ def _unique_key_loader() -> type:
 class RangeError(ConfigError):
     """A config value outside its field's :class:`Range` (a :class:`~kcrl.errors.ConfigError`)."""
 
-    def __init__(self, key: str, requirement: str, value: Any, hint: str = "") -> None:
-        self.key, self.requirement, self.value, self.hint = key, requirement, value, hint
-        super().__init__(f"config key {key!r} must be {requirement}; got {_repr.repr(value)}.{hint}")
+    def __init__(self, key: str, requirement: str, value: Any, hint: str = "", label: str = "config key") -> None:
+        self.key, self.requirement, self.value, self.hint, self.label = key, requirement, value, hint, label
+        super().__init__(f"{label} {key!r} must be {requirement}; got {_repr.repr(value)}.{hint}")
 
     def at(self, where: str) -> "RangeError":
         """The same error, its key prefixed by ``where`` (the dotted path of the enclosing config)."""
-        return RangeError(_path(where, self.key), self.requirement, self.value, self.hint)
+        return RangeError(_path(where, self.key), self.requirement, self.value, self.hint, self.label)
 
 
 class _range_path:
@@ -446,6 +447,8 @@ class Range:
     lt: float | None = None
     finite: bool = True
     choices: tuple | None = None
+    integer: bool | None = None
+    """whether messages say "an integer" (default: when the field's default is an int)"""
 
     def describe(self, integer: bool = False) -> str:
         """The allowed values in words (``"an integer >= 1"``, ``"a finite number > 0"``)."""
@@ -463,28 +466,26 @@ class Range:
             return all(self.allows(v) for v in value)
         if self.choices is not None:
             return value in self.choices
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
             return True  # the type check is from_mapping's
-        if isinstance(value, float) and math.isnan(value):
-            return False
-        if self.finite and isinstance(value, float) and not math.isfinite(value):
-            return False
+        if not isinstance(value, numbers.Integral):
+            if math.isnan(value) or (self.finite and not math.isfinite(value)):
+                return False
         return not ((self.ge is not None and value < self.ge) or (self.gt is not None and value <= self.gt)
                     or (self.le is not None and value > self.le) or (self.lt is not None and value >= self.lt))
 
-    def check(self, value: Any, key: str, default: Any = dataclasses.MISSING) -> None:
-        """Raise :class:`RangeError` naming ``key`` when ``value`` is out of range."""
+    def check(self, value: Any, key: str, default: Any = dataclasses.MISSING, label: str = "config key") -> None:
+        """Raise :class:`RangeError` naming ``key`` (a ``label``, e.g. ``"config key"``) when ``value``
+        is out of range."""
         if self.allows(value):
             return
         hint = "" if default is dataclasses.MISSING or default is None else f" The default is {default!r}."
-        sample = default if default is not dataclasses.MISSING and default is not None else value
-        if isinstance(sample, (list, tuple)):
-            sample = sample[0] if sample else value
-        integer = isinstance(sample, int) and not isinstance(sample, bool)
+        sample = default[0] if isinstance(default, (list, tuple)) and default else default
+        integer = self.integer if self.integer is not None else isinstance(sample, int) and not isinstance(sample, bool)
         what = self.describe(integer)
         if isinstance(value, (list, tuple)):
             what = f"a list of items each {what}"
-        raise RangeError(key, what, value, hint)
+        raise RangeError(key, what, value, hint, label)
 
 
 def ranged(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING, **bounds: Any) -> Any:
@@ -524,16 +525,17 @@ def check_ranges(obj: Any, ranges: Mapping[str, Range] | None = None) -> None:
             r.check(getattr(obj, f.name), f.name, default)
 
 
-def check_values(values: Mapping[str, Any], ranges: Mapping[str, Range], where: str = "") -> None:
+def check_values(values: Mapping[str, Any], ranges: Mapping[str, Range], where: str = "",
+                 label: str = "config key") -> None:
     """Check keyword arguments (e.g. an env's) against a table of :class:`Range`; the key named in
-    an error is prefixed by ``where``."""
+    an error is prefixed by ``where`` and called ``label``."""
     for key, value in values.items():
         r = ranges.get(key)
         if r is not None:
-            r.check(value, _path(where, key))
+            r.check(value, _path(where, key), label=label)
 
 
-SEED_RANGE = Range(ge=0, lt=2**63)
+SEED_RANGE = Range(ge=0, lt=2**63, integer=True)
 """Seeds: integers that fit torch's and NumPy's generators, with room for per-stream offsets."""
 
 PR_RANGES: dict[str, Range] = {
