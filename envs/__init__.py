@@ -5,11 +5,28 @@
 
 from __future__ import annotations
 
+import importlib
+
 import gymnasium as gym
 
-from kcrl.envs.generation import BatchedGenerationEnv, GenerationEnv, TensorStep
-from kcrl.envs.onestep import BatchedOneStepEnv, OneStepEnv, OneStepTask
-from kcrl.envs.task import SequenceTask
+# The classes load on first use (registration needs only the entry-point strings), so that
+# ``import kcrl`` and ``kcrl --help`` do not pay for importing torch.
+_LAZY = {
+    "BatchedGenerationEnv": "kcrl.envs.generation",
+    "GenerationEnv": "kcrl.envs.generation",
+    "TensorStep": "kcrl.envs.generation",
+    "BatchedOneStepEnv": "kcrl.envs.onestep",
+    "OneStepEnv": "kcrl.envs.onestep",
+    "OneStepTask": "kcrl.envs.onestep",
+    "SequenceTask": "kcrl.envs.task",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'kcrl.envs' has no attribute {name!r}")
+
 
 ENV_IDS: list[str] = []
 

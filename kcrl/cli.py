@@ -103,7 +103,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from kcrl import __version__
+
     parser = argparse.ArgumentParser(prog="kcrl", description="Learnable knowledge constraints as RL.")
+    parser.add_argument("--version", action="version", version=f"kcrl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     bench = sub.add_parser("bench", help="run a benchmark suite and print its table")
     bench.add_argument("suite", nargs="?", help="suite name (see --list)")
@@ -146,12 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    args = build_parser().parse_args(argv)  # --help, --version and usage errors exit here, before torch loads
     import torch
 
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     from kcrl.errors import KcrlError
 
-    args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except KcrlError as exc:
