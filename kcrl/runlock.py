@@ -5,7 +5,8 @@ stopped cleanly on SIGINT, SIGTERM and SIGHUP.
   path under a file, a read-only folder and a full disk fail here, before anything is computed).
 - :class:`RunLock` holds an OS lock (``fcntl.flock``) on ``FOLDER/.kcrl.lock`` while a run writes
   there; a second writer gets a :class:`~kcrl.errors.RunLockedError` naming the holder's pid and
-  command. The lock goes with the process, so a killed run never leaves a stale one.
+  command. The lock goes with the process, so a killed run never leaves a stale one; the lock
+  file is removed when the run ends (a SIGKILLed run leaves it, unlocked and harmless).
 - :class:`StopSignals` turns the first SIGINT/SIGTERM/SIGHUP into a request (``received``) that
   the run honours after its current step; a second one of the same stops at once.
 
@@ -37,7 +38,7 @@ from typing import Any
 from kcrl.errors import DiskFullError, OutputFolderError, RunLockedError
 
 LOCK_NAME = ".kcrl.lock"
-"""The lock file inside a locked output folder (left in place; the lock is on the open file)."""
+"""The lock file inside a locked output folder (the lock is on the open file)."""
 
 
 def command_line() -> str:
@@ -101,23 +102,31 @@ class RunLock:
     def acquire(self) -> "RunLock":
         if self._fd is not None:
             return self
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise OutputFolderError(
-                f"cannot create the lock file {str(self.path)!r} ({exc.strerror or exc}); the folder must be writable."
-            ) from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise OutputFolderError(
+                    f"cannot create the lock file {str(self.path)!r} ({exc.strerror or exc}); the folder must be "
+                    "writable."
+                ) from exc
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                os.close(fd)
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise OutputFolderError(f"cannot lock {str(self.path)!r} ({exc.strerror or exc}).") from exc
+                raise RunLockedError(
+                    f"{str(self.folder)!r} is in use by another kcrl process "
+                    f"({describe_holder(read_holder(self.folder))}); two runs writing one folder would mix their "
+                    "files. Wait for it to finish (or stop it), or choose another output folder."
+                ) from None
+            try:  # the holder before us may have removed the file between our open and our lock
+                if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
             os.close(fd)
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise OutputFolderError(f"cannot lock {str(self.path)!r} ({exc.strerror or exc}).") from exc
-            raise RunLockedError(
-                f"{str(self.folder)!r} is in use by another kcrl process ({describe_holder(read_holder(self.folder))}); "
-                "two runs writing one folder would mix their files. Wait for it to finish (or stop it), or choose "
-                "another output folder."
-            ) from None
         record = {"pid": os.getpid(), "command": self.command, "host": socket.gethostname(),
                   "started": time.strftime("%Y-%m-%d %H:%M:%S")}
         os.ftruncate(fd, 0)
@@ -128,6 +137,10 @@ class RunLock:
     def release(self) -> None:
         if self._fd is not None:
             fd, self._fd = self._fd, None
+            try:
+                os.unlink(self.path)  # while still locked: a waiting opener sees the inode change and retries
+            except OSError:
+                pass
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 

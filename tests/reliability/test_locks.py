@@ -21,7 +21,7 @@ def test_a_second_lock_in_this_process_names_the_holder(tmp_path):
     assert f"pid {os.getpid()}" in text and "`kcrl train first.yaml --out x`" in text
     assert "choose another output folder" in text and isinstance(info.value, KcrlError)
     RunLock(tmp_path).acquire().release()  # released with the first: free again
-    assert (tmp_path / LOCK_NAME).exists()  # the file stays; the lock is on the open file
+    assert not (tmp_path / LOCK_NAME).exists()  # and the lock file is gone with it
 
 
 def test_two_kcrl_train_on_one_out(tmp_path):
