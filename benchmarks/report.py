@@ -3,9 +3,12 @@ config) and ``results.md`` (tables)."""
 
 from __future__ import annotations
 
+import difflib
 import json
+import math
 import os
 import platform
+import re
 import subprocess
 from collections.abc import Mapping
 from dataclasses import is_dataclass
@@ -19,6 +22,8 @@ from kcrl.config import dump_yaml, to_mapping
 def git_commit() -> str:
     """The commit of the source tree kcrl runs from, with ``-dirty`` if it has changes."""
     root = Path(__file__).resolve().parent.parent
+    if not (root / "setup.cfg").is_file():  # an installed package: site-packages may sit inside some other checkout
+        return "unknown"
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
@@ -103,3 +108,183 @@ def write_results(
         header += f"Resolved config: [`config.yaml`](config.yaml) (`kcrl bench {suite} --seed {seed} --config config.yaml` reruns it).\n\n"
     atomic_write_text(out / "results.md", header + markdown + "\n")
     return record
+
+
+# ------------------------------------------------------------------ conclusions computed from the numbers
+def smallest_p(n_a: int, n_b: int) -> float:
+    """The smallest p-value an exact one-sided permutation test of ``n_a`` against ``n_b`` seeds can give.
+
+    >>> smallest_p(2, 2), smallest_p(3, 3)
+    (0.16666666666666666, 0.05)
+    """
+    return 1.0 / math.comb(n_a + n_b, n_a)
+
+
+def comparison_findings(
+    metrics: Mapping[str, Any],
+    variants: list[str],
+    measures: list[tuple[str, str, str]],
+    n_seeds: Mapping[str, int],
+    baseline: str = "base",
+    level: float = 0.05,
+    digits: int = 3,
+) -> str:
+    """The "what it shows" text of a variants-vs-baseline table, every word of it derived from the numbers.
+
+    ``metrics`` holds ``{variant}_{key}_mean`` and ``{variant}_{key}_p_vs_{baseline}`` (a one-sided
+    permutation p in the better direction); ``measures`` lists ``(key, label, better)`` with
+    ``better`` ``"higher"`` or ``"lower"``; ``n_seeds`` maps each variant to its number of seeds.
+    For each measure it names the best variant, says which variants differ from the baseline at
+    ``level`` and, when the seed counts make ``level`` unreachable, says so instead of ranking.
+
+    >>> m = {"base_acc_mean": 0.60, "fixed_acc_mean": 0.70, "fixed_acc_p_vs_base": 0.05,
+    ...      "uniform_acc_mean": 0.58, "uniform_acc_p_vs_base": 0.70}
+    >>> print(comparison_findings(m, ["fixed", "uniform"], [("acc", "accuracy", "higher")], {"base": 3, "fixed": 3, "uniform": 3}))
+    - accuracy (higher is better): base 0.600; fixed 0.700 (+0.100, p = 0.05); uniform 0.580 (-0.020, p = 0.70). Better than base at p ≤ 0.05: fixed. Best: fixed.
+    >>> print(comparison_findings(m, ["fixed"], [("acc", "accuracy", "higher")], {"base": 2, "fixed": 2}))
+    - accuracy (higher is better): base 0.600; fixed 0.700 (+0.100, p = 0.05). With 2 seeds against 2 no p below 0.17 is possible, so no variant can differ from base at p ≤ 0.05 here. Best: fixed.
+    """
+    lines = []
+    for key, label, better in measures:
+        if better not in ("higher", "lower"):
+            raise ValueError(f"better must be 'higher' or 'lower'; got {better!r} for {key!r}.")
+        base = metrics[f"{baseline}_{key}_mean"]
+        parts, significant, reachable = [f"{baseline} {base:.{digits}f}"], [], False
+        values = {baseline: base}
+        for variant in variants:
+            value = metrics.get(f"{variant}_{key}_mean")
+            if value is None:
+                continue
+            values[variant] = value
+            p = metrics.get(f"{variant}_{key}_p_vs_{baseline}")
+            text = f"{variant} {value:.{digits}f} ({value - base:+.{digits}f}"
+            if p is not None:
+                text += f", p = {p:.2f}"
+                floor = smallest_p(n_seeds[variant], n_seeds[baseline])
+                reachable |= floor <= level + 1e-12
+                if p <= level + 1e-12 and floor <= level + 1e-12:
+                    significant.append(variant)
+            parts.append(text + ")")
+        line = f"- {label} ({better} is better): " + "; ".join(parts) + "."
+        if significant:
+            line += f" Better than {baseline} at p ≤ {level:g}: {', '.join(significant)}."
+        elif reachable:
+            line += f" No variant is better than {baseline} at p ≤ {level:g}."
+        else:
+            counts = sorted({n_seeds[v] for v in variants if v in values})
+            floor = min(smallest_p(n, n_seeds[baseline]) for n in counts) if counts else 1.0
+            line += (f" With {'/'.join(map(str, counts))} seeds against {n_seeds[baseline]} no p below {floor:.2f} is "
+                     f"possible, so no variant can differ from {baseline} at p ≤ {level:g} here.")
+        pick = max if better == "higher" else min
+        line += f" Best: {pick(values, key=values.get)}."
+        lines.append(line)
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ documents whose numbers come from results.json
+RESULTS_ROOT = Path(__file__).resolve().parent / "results"
+NUMBERS_BLOCK = re.compile(
+    r"<!-- numbers (?P<source>[\w.-]+)\n(?P<template>.*?)\n-->\n(?P<rendered>.*?)\n?(?P<end><!-- end numbers -->)", re.S
+)
+FIELD = re.compile(r"\{(?P<expr>[\w./-]+(?: - [\w./-]+)?)(?::(?P<spec>[^{}]*))?\}")
+
+
+def _results(source: str, root: Path, cache: dict[str, dict]) -> dict:
+    if source not in cache:
+        path = root / source / "results.json"
+        if not path.is_file():
+            known = sorted(p.parent.name for p in root.glob("*/results.json"))
+            close = difflib.get_close_matches(source, known, n=3)
+            raise KeyError(f"no results file {path}" + (f"; did you mean {', '.join(close)}?" if close else "."))
+        cache[source] = json.loads(path.read_text())
+    return cache[source]
+
+
+def lookup(record: Mapping[str, Any], key: str, source: str = "?") -> Any:
+    """``key`` in ``record["metrics"]``, else a dotted path from the record's top (``config.seeds``)."""
+    metrics = record.get("metrics", {})
+    if key in metrics:
+        return metrics[key]
+    value: Any = record
+    for part in key.split("."):
+        if isinstance(value, Mapping) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            close = difflib.get_close_matches(key, list(metrics), n=3)
+            raise KeyError(f"{source}/results.json has no {key!r}" + (f"; did you mean {', '.join(close)}?" if close else "."))
+    return value
+
+
+def fill_numbers(text: str, root: Path = RESULTS_ROOT) -> str:
+    """``text`` with every numbers block rendered from the results it names.
+
+    A block is an HTML comment holding a template, the rendered text, and an end marker::
+
+        <!-- numbers paper-text-quick
+        | base | {base_test_perplexity_mean:.2f} ± {base_test_perplexity_ci95:.2f} |
+        -->
+        | base | 11.21 ± 0.42 |
+        <!-- end numbers -->
+
+    Fields are ``{key:format}`` (``key`` looked up in ``root/SOURCE/results.json``'s metrics, else a
+    dotted path from its top, list items by index), ``{other-source/key:format}``, or the difference
+    of two such references, ``{a_mean - b_mean:+.2f}``. Markdown hides the comment, so the
+    page shows the rendered numbers; :func:`check_numbers` says where a page and its results differ.
+    """
+    cache: dict[str, dict] = {}
+
+    def render(block: re.Match) -> str:
+        default = block["source"]
+
+        def operand(ref: str) -> Any:
+            source, _, key = ref.rpartition("/")
+            source = source or default
+            return lookup(_results(source, root, cache), key, source)
+
+        def field(m: re.Match) -> str:
+            refs = m["expr"].split(" - ")
+            value = operand(refs[0]) if len(refs) == 1 else operand(refs[0]) - operand(refs[1])
+            return format(value, m["spec"] or "")
+
+        rendered = FIELD.sub(field, block["template"])
+        return f"<!-- numbers {default}\n{block['template']}\n-->\n{rendered}\n{block['end']}"
+
+    return NUMBERS_BLOCK.sub(render, text)
+
+
+def check_numbers(text: str, root: Path = RESULTS_ROOT) -> list[str]:
+    """The lines of ``text``'s numbers blocks that differ from their rendering (``-`` page, ``+`` results)."""
+    expected = fill_numbers(text, root)
+    if expected == text:
+        return []
+    return [line for line in difflib.unified_diff(text.splitlines(), expected.splitlines(), "page", "results", lineterm="", n=0)
+            if line[:1] in "+-" and not line.startswith(("---", "+++"))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m kcrl.benchmarks.report FILE.md ...``: render the files' numbers blocks in place
+    (``--check``: only report the differences, exit 1 if any)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m kcrl.benchmarks.report", description=main.__doc__)
+    parser.add_argument("files", nargs="+", type=Path)
+    parser.add_argument("--check", action="store_true", help="report differences, change nothing")
+    parser.add_argument("--results", type=Path, default=RESULTS_ROOT, help="folder of SUITE/results.json")
+    args = parser.parse_args(argv)
+    status = 0
+    for path in args.files:
+        text = path.read_text()
+        diff = check_numbers(text, args.results)
+        if diff and args.check:
+            status = 1
+            print(f"{path}: numbers differ from their results.json:\n" + "\n".join(diff))
+        elif diff:
+            atomic_write_text(path, fill_numbers(text, args.results))
+            print(f"{path}: {sum(line.startswith('+') for line in diff)} line(s) updated")
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
