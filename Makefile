@@ -1,7 +1,7 @@
 # kcrl: two commands do everything (see README.md).
 #   make bench   set up .venv and run the main job (the quick paper-text suite; prints its table)
 #   make test    set up .venv and run the test suite
-#   make readme  rewrite README.md's numbers from benchmarks/results/*/results.json (after a suite is rerun)
+#   make readme  rewrite README.md's numbers from benchmarks/results/<suite>/results.json (after a suite is rerun)
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python

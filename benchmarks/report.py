@@ -228,7 +228,7 @@ def fill_numbers(text: str, root: Path = RESULTS_ROOT) -> str:
         | base | 11.21 ± 0.42 |
         <!-- end numbers -->
 
-    Fields are ``{key:format}`` (``key`` looked up in ``root/SOURCE/results.json``'s metrics, else a
+    Fields are ``{key:format}`` (``key`` looked up in ``root/<source>/results.json``'s metrics, else a
     dotted path from its top, list items by index), ``{other-source/key:format}``, or the difference
     of two such references, ``{a_mean - b_mean:+.2f}``. Markdown hides the comment, so the
     page shows the rendered numbers; :func:`check_numbers` says where a page and its results differ.
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kcrl.benchmarks.report", description=main.__doc__)
     parser.add_argument("files", nargs="+", type=Path)
     parser.add_argument("--check", action="store_true", help="report differences, change nothing")
-    parser.add_argument("--results", type=Path, default=RESULTS_ROOT, help="folder of SUITE/results.json")
+    parser.add_argument("--results", type=Path, default=RESULTS_ROOT, help="folder of <suite>/results.json")
     args = parser.parse_args(argv)
     status = 0
     for path in args.files:

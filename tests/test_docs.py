@@ -1,5 +1,6 @@
-"""Every docstring example in kcrl, and every example in README.md and docs/*.md, runs."""
+"""Every docstring example in kcrl, and every example in README.md and docs/*.md, runs and checks its output."""
 
+import copy
 import doctest
 import re
 import importlib
@@ -24,17 +25,68 @@ def _modules():
     return sorted(set(names))
 
 
-@pytest.mark.parametrize("name", _modules())
+def _examples(name: str) -> list[doctest.DocTest]:
+    return [t for t in doctest.DocTestFinder().find(importlib.import_module(name)) if t.examples]
+
+
+MODULES = _modules()
+WITH_EXAMPLES = [name for name in MODULES if _examples(name)]
+MARKDOWN = [p for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))] if ">>> " in p.read_text()]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_every_module_imports(name):
+    """Every module of the installed package imports (optional extras are imported only where used)."""
+    assert importlib.import_module(name).__name__ == name
+
+
+@pytest.mark.parametrize("name", WITH_EXAMPLES)
 def test_module_docstring_examples(name):
-    module = importlib.import_module(name)
-    result = doctest.testmod(module, optionflags=FLAGS, verbose=False)
-    assert result.failed == 0
+    """The module's examples run and their printed results are compared (at least one example has one)."""
+    result = doctest.testmod(importlib.import_module(name), optionflags=FLAGS, verbose=False)
+    assert result.attempted > 0 and result.failed == 0
+    assert any(e.want.strip() for t in _examples(name) for e in t.examples), f"{name}'s examples check no output"
 
 
-@pytest.mark.parametrize("path", [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))], ids=lambda p: p.name)
+def test_every_env_module_has_a_checked_example():
+    """STYLE: each environment's docstring carries an example run as a doctest, with an output checked."""
+    import gymnasium as gym
+
+    from kcrl.envs import ENV_IDS
+
+    modules = {gym.spec(env_id).entry_point.split(":")[0] for env_id in ENV_IDS}
+    missing = sorted(m for m in modules if m not in WITH_EXAMPLES)
+    assert missing == []
+
+
+@pytest.mark.parametrize("path", MARKDOWN, ids=lambda p: p.name)
 def test_markdown_examples(path):
     result = doctest.testfile(str(path), module_relative=False, optionflags=FLAGS, verbose=False)
-    assert result.failed == 0
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_readme_and_adapters_doc_have_examples():
+    assert {"README.md", "adapters.md"} <= {p.name for p in MARKDOWN}
+
+
+def _fails_with_a_changed_output(test: doctest.DocTest) -> bool:
+    """Run ``test`` with its first checked output replaced: True when doctest reports the failure."""
+    test = copy.copy(test)
+    test.examples = [copy.copy(e) for e in test.examples]
+    first = next(e for e in test.examples if e.want.strip())
+    first.want = "'not this output'\n"
+    runner = doctest.DocTestRunner(optionflags=FLAGS)
+    runner.run(test, out=lambda _: None)
+    return runner.summarize(verbose=False).failed == 1
+
+
+def test_control_a_changed_output_fails():
+    """Controls: with the flags used here (ELLIPSIS, NORMALIZE_WHITESPACE) outputs are still compared:
+    one changed expected output in the README, or in a module's docstring, fails its doctest."""
+    readme = (ROOT / "README.md").read_text()
+    assert _fails_with_a_changed_output(doctest.DocTestParser().get_doctest(readme, {}, "README.md", "README.md", 0))
+    checked = next(t for t in _examples("kcrl.envs.tabular") if any(e.want.strip() for e in t.examples))
+    assert _fails_with_a_changed_output(checked)
 
 
 # ------------------------------------------------------------------ references to files and names

@@ -1,7 +1,7 @@
 """Every result number on the front page comes from a committed ``results.json``.
 
 README.md holds its numbers in *numbers blocks* (see :func:`kcrl.benchmarks.report.fill_numbers`):
-an HTML comment with a template whose fields name ``benchmarks/results/SUITE/results.json`` keys,
+an HTML comment with a template whose fields name ``benchmarks/results/<suite>/results.json`` keys,
 followed by the rendered text. After a suite's results are regenerated, ``make readme`` rewrites
 the rendered text; these tests fail until it has been run, and fail on any result-like number
 written outside a block.

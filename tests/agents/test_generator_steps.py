@@ -1,6 +1,7 @@
 """Agents as Algorithm 1's generator step: exact checks on TabularSequence-v0."""
 
 import gymnasium as gym
+import pytest
 import torch
 
 import kcrl  # noqa: F401
@@ -51,10 +52,36 @@ def test_agent_step_moves_policy_to_tilted_posterior():
     assert agent.env.reference is None  # the base model is restored afterwards
 
 
+class _NoStep:
+    """The control: a generator step that does nothing (the tests below must fail with it)."""
+
+    def __call__(self, trainer) -> dict[str, float]:
+        return {}
+
+
+def _step_moves_policy_to_tilted_posterior(gen, step, policy):
+    """One call of a generator ``step`` with a fixed constraint f brings the policy closer (exact KL)
+    to its optimum q = pi_old exp(alpha f) / Z and raises E_pi[f]; the other sub-steps of Algorithm 1
+    do not run, so nothing else can move the policy. With :class:`_NoStep` both assertions fail."""
+    world = gen.env.task
+    xs = world.sequences()
+    f = TokenPotentialConstraint(4, 4, init_std=0.5, generator=torch.Generator().manual_seed(0)).requires_grad_(False)
+    log_pi_old = gen.log_prob(xs).detach()
+    target = ExactPosterior(log_pi_old, f(xs), world.alpha).log_q
+    start, f_start = kl_divergence(log_pi_old, target).item(), (log_pi_old.exp() * f(xs)).sum().item()
+    step(_Trainer(f))
+    log_pi = gen.log_prob(xs).detach()
+    final, f_final = kl_divergence(log_pi, target).item(), (log_pi.exp() * f(xs)).sum().item()
+    assert final < start - 0.02, (start, final)
+    assert f_final > f_start + 0.02, (f_start, f_final)
+
+
 def _exact_generator_and_joint_step(gen, step, policy):
     """A library's policy as a generator is an exact distribution over all sequences, its samples'
     log-probabilities match ``log_prob``, and 8 Algorithm 1 iterations with its generator ``step``
-    change the policy and bring it closer to p_data (exact KL)."""
+    (and MLE on the data as L(theta)) change the policy and bring it closer to p_data (exact KL).
+    MLE alone would pass the last two checks; what the step itself does is checked by
+    :func:`_step_moves_policy_to_tilted_posterior`."""
     from kcrl.trainer import PRConfig, PRTrainer
 
     world = gen.env.task
@@ -74,7 +101,8 @@ def _exact_generator_and_joint_step(gen, step, policy):
     assert final < start, (start, final)
 
 
-def test_sb3_policy_as_generator_and_generator_step():
+@pytest.mark.parametrize("control", [False, True], ids=["SB3Step", "no-op control"])
+def test_sb3_policy_as_generator_and_generator_step(control):
     from stable_baselines3 import PPO
 
     from kcrl.agents.sb3 import SB3Step, policy_generator
@@ -83,14 +111,21 @@ def test_sb3_policy_as_generator_and_generator_step():
     venv = make_sb3_vec_env("TabularSequence-v0", num_envs=64, seed=0, world_seed=3)
     model = PPO("MultiInputPolicy", venv, n_steps=8, batch_size=256, n_epochs=2, seed=0, ent_coef=0.01,
                 policy_kwargs=dict(features_extractor_class=TokenFeatureExtractor))
+    step = _NoStep() if control else SB3Step(model, timesteps=4096)
+    if control:
+        with pytest.raises(AssertionError):
+            _step_moves_policy_to_tilted_posterior(policy_generator(model), step, model.policy)
+        return
+    _step_moves_policy_to_tilted_posterior(policy_generator(model), step, model.policy)
+    assert sb3_env_reference(model) is None
     _exact_generator_and_joint_step(policy_generator(model), SB3Step(model, timesteps=512), model.policy)
-    assert model.num_timesteps >= 8 * 512
+    assert model.num_timesteps >= 4096 + 8 * 512
     assert sb3_env_reference(model) is None
 
 
-def test_tianshou_policy_as_generator_and_generator_step():
+@pytest.mark.parametrize("control", [False, True], ids=["TianshouStep", "no-op control"])
+def test_tianshou_policy_as_generator_and_generator_step(control):
     import numpy as np
-    import pytest
 
     pytest.importorskip("tianshou")
     from tianshou.algorithm import PPO
@@ -109,7 +144,13 @@ def test_tianshou_policy_as_generator_and_generator_step():
     policy = DiscreteActorPolicy(actor=actor, action_space=venv.single_action_space)
     ppo = PPO(policy=policy, critic=DiscreteCritic(preprocess_net=TokenNet(space, (64,))),
               optim=AdamOptimizerFactory(lr=3e-4), ent_coef=0.01)
-    step = TianshouStep(ppo, venv, env_steps=512, batch_size=256, repeat=2)
+    step = _NoStep() if control else TianshouStep(ppo, venv, env_steps=512, batch_size=256, repeat=2)
+    if control:
+        with pytest.raises(AssertionError):
+            _step_moves_policy_to_tilted_posterior(tianshou_generator(ppo, venv), step, actor)
+        return
+    _step_moves_policy_to_tilted_posterior(tianshou_generator(ppo, venv), step, actor)
+    assert venv.env.reference is None
     _exact_generator_and_joint_step(tianshou_generator(ppo, venv), step, actor)
     assert venv.env.reference is None
 
