@@ -72,7 +72,7 @@ def test_rule_weights_rank_the_samples_and_uniform_control_does_not(tiny):
     _, task_list, results = tiny
     by = {t["variant"]: r for t, r in zip(task_list, results)}
     assert by["fixed"]["ess_fraction"] < 0.99
-    assert by["uniform"]["ess_fraction"] == pytest.approx(1.0)
+    assert by["uniform"]["ess_fraction"] == pytest.approx(1.0, abs=0.01)
     assert by["uniform"]["constraint_gap"] == pytest.approx(0.0)
 
 
