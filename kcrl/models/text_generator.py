@@ -364,7 +364,11 @@ class TemplateGenerator(nn.Module):
         """
         path = Path(path)
         if not path.is_file():
-            raise ConfigError(f"no generator checkpoint at {str(path)!r}.")
+            raise ConfigError(
+                f"no generator checkpoint at {str(path)!r}. The default one ships with kcrl "
+                "(kcrl/benchmarks/results/template-base/generator.pt in the installed package; reinstall kcrl if it is "
+                "missing there); `kcrl bench template-base --out DIR` trains a new one into DIR/generator.pt."
+            )
         try:
             payload = torch.load(path, map_location=map_location, weights_only=True)
         except Exception as exc:  # unpickling errors vary by torch version
