@@ -17,7 +17,25 @@ variant         constraint and update
 ``fixed``       the template rule :class:`~kcrl.data.templates.TemplateRule`
 ``learned``     rule + learned residual trained by MaxEnt IRL (Eq. 8): the full method
 ``uniform``     control: the PR term with uniform weights (f = 0), i.e. "train on your own samples"
+``fixed_incomplete``    an incomplete rule (:class:`~kcrl.data.templates.IncompleteTemplateRule`:
+                the template up to its first mask only) as the fixed constraint
+``learned_incomplete``  that incomplete rule + learned residual by Eq. 8: can the learned part
+                recover the knowledge the rule lacks?
 ==============  ===========================================================================
+
+Every variant runs the same number of iterations (``trainer.iterations``; wall time is reported
+beside). The learned residual starts at 0 (f = the rule) and is checked on held-out sentences:
+every ``heldout_every`` iterations the held-out gap ``E_valid f - E_q f`` (real validation
+sentences against the model's samples) is logged next to the training gap, and the constraint
+is frozen once the held-out gap has not improved for ``heldout_patience`` checks (early
+stopping on held-out data: beyond that point the residual separates the training sentences from
+samples rather than learning what real sentences share).
+
+Statistics are fixed before the runs: the primary metric is test perplexity, learned against
+base, fixed, mstep and binary_d (one-sided permutation tests, Holm-corrected over those four);
+the incomplete-knowledge comparison has sampled template accuracy as its primary metric
+(learned_incomplete against fixed_incomplete); every other cell's p against base is
+Holm-corrected over the whole table. Differences of means carry 95% bootstrap intervals.
 
 Scores on the test split: perplexity of the true sentences, template accuracy (greedy and
 sampled at temperature 1), BLEU, the rule's mean score of the sampled outputs, and the trainer's
@@ -44,10 +62,10 @@ from kcrl.data.vocab import PAD_ID
 from kcrl.envs.template import make_template_constraint
 from kcrl.errors import ConfigError
 from kcrl.metrics import corpus_bleu, perplexity, template_accuracy
-from kcrl.stats import mean_ci95, permutation_test
+from kcrl.stats import compare, holm, mean_ci95, permutation_test
 from kcrl.trainer import PRConfig, PRTrainer
 
-VARIANTS = ("checkpoint", "base", "binary_d", "mstep", "fixed", "learned", "uniform")
+VARIANTS = ("checkpoint", "base", "binary_d", "mstep", "fixed", "learned", "uniform", "fixed_incomplete", "learned_incomplete")
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "results" / "template-base" / "generator.pt"
 # variant -> (constraint kind, PRTrainer variant)
 _PLAN = {
@@ -57,7 +75,12 @@ _PLAN = {
     "fixed": ("rule", "fixed"),
     "learned": ("learned", "learned"),
     "uniform": ("zero", "fixed"),
+    "fixed_incomplete": ("incomplete", "fixed"),
+    "learned_incomplete": ("learned_incomplete", "learned"),
 }
+# the comparisons fixed before the runs: (family, metric, variant, against)
+PRIMARY = [("perplexity", "test_perplexity", "learned", other) for other in ("base", "fixed", "mstep", "binary_d")]
+PRIMARY += [("incomplete knowledge", "sampled_accuracy", "learned_incomplete", "fixed_incomplete")]
 
 
 
@@ -76,21 +99,27 @@ class PaperTextConfig:
     """how templates are cut (must match the checkpoint's training)"""
     corpus_config: CorpusConfig | None = None
     """sentence filter and splits (None: the corpus defaults)"""
-    seeds: int = 3
+    seeds: int = 5
     """seeds per variant (seed, seed+1, ...): PR sampling, data order, dropout, constraint init"""
     variants: tuple[str, ...] = VARIANTS
     """the variants compared (see ``VARIANTS``)"""
-    budget_s: float | None = 240.0
-    """wall-clock training seconds per run (all variants alike); None: exactly ``trainer.iterations``"""
+    budget_s: float | None = None
+    """None (default): exactly ``trainer.iterations`` per run, every variant alike; a number: a
+    wall-clock budget per run instead (not a like-for-like comparison; for smoke runs only)"""
+    heldout_every: int = 10
+    """iterations between held-out checks of the constraint (learned variants)"""
+    heldout_patience: int = 3
+    """held-out checks without improvement of the held-out gap before the constraint is frozen (0: never)"""
+    heldout_sentences: int = 512
+    """validation sentences of the held-out check"""
     trainer: PRConfig = field(
         default_factory=lambda: PRConfig(
-            iterations=100_000, alpha=5.0, lam=1.0, mle_weight=0.1, data_batch=64, contexts=16, samples_per_context=8,
+            iterations=120, alpha=5.0, lam=1.0, mle_weight=0.1, data_batch=64, contexts=16, samples_per_context=8,
             length_normalise=True, pad_id=PAD_ID, generator_lr=2e-4, constraint_lr=1e-3, lr_decay=False,
             checkpoint_every=0, ess_warn_fraction=0.0,
         )
     )
-    """Algorithm 1 settings shared by the variants (``variant`` and ``seed`` are set per run); with a
-    wall budget ``iterations`` is only a cap"""
+    """Algorithm 1 settings shared by the variants (``variant`` and ``seed`` are set per run)"""
     learned_weight: float = 1.0
     """weight of the learned residual in rule + residual (learned, mstep)"""
     unk_penalty: float = 0.5
@@ -110,20 +139,25 @@ def build_constraint(kind: str, vocab_size: int, config: PaperTextConfig, seed: 
     """The constraint of a variant: ``rule``, ``learned`` (rule + residual), ``neural`` or ``zero``."""
     if kind == "zero":
         return zero_constraint()
-    if kind == "learned":
+    if kind in ("learned", "learned_incomplete", "incomplete"):
         from kcrl.constraints import SumConstraint
+        from kcrl.data.templates import IncompleteTemplateRule
 
-        residual = make_template_constraint("neural", vocab_size, config.unk_penalty, seed=seed)
-        return SumConstraint([TemplateRule(unk_penalty=config.unk_penalty), residual], weights=[1.0, config.learned_weight])
+        rule = (TemplateRule if kind == "learned" else IncompleteTemplateRule)(unk_penalty=config.unk_penalty)
+        if kind == "incomplete":
+            return rule
+        residual = make_template_constraint("neural", vocab_size, config.unk_penalty, seed=seed)  # starts at 0
+        return SumConstraint([rule, residual], weights=[1.0, config.learned_weight])
     return make_template_constraint(kind, vocab_size, config.unk_penalty, seed=seed)
 
 
 def _load(config: PaperTextConfig):
     vocab, train = prepare_templates(config.corpus, "train", config.vocab_size, config.masking, config.corpus_config)
     _, test = prepare_templates(config.corpus, "test", config.vocab_size, config.masking, config.corpus_config)
+    _, valid = prepare_templates(config.corpus, "valid", config.vocab_size, config.masking, config.corpus_config)
     if config.eval_templates:
         test = test.subset(slice(0, config.eval_templates))
-    return vocab, train, test
+    return vocab, train, valid.subset(slice(0, config.heldout_sentences)), test
 
 
 def evaluate_generator(model: TemplateGenerator, test: TemplateSet, seed: int, max_length: int, examples: int = 0) -> dict:
@@ -160,7 +194,7 @@ def run_variant(variant: str, seed: int, config: PaperTextConfig, progress: bool
 
         raise unknown_name("variant", variant, VARIANTS)
     torch.set_num_threads(1)
-    vocab, train, test = _load(config)
+    vocab, train, valid, test = _load(config)
     model = TemplateGenerator.load(config.checkpoint, vocab=vocab)
     result: dict = {"iterations": 0, "train_seconds": 0.0}
     if variant != "checkpoint":
@@ -173,21 +207,58 @@ def run_variant(variant: str, seed: int, config: PaperTextConfig, progress: bool
             raise ConfigError(f"budget_s=None runs exactly trainer.iterations; got {cfg.iterations}, set a number of iterations.")
         data = (train.targets(config.max_length), train.templates)
         trainer = PRTrainer(adapter, constraint, data, cfg)
+        heldout = HeldOutCheck(valid, config, freeze=trainer_variant == "learned") if trainer_variant in ("learned", "mstep", "binary_d") else None
         history, start = [], time.perf_counter()
         while trainer.iteration < cfg.iterations:
-            history.append(trainer.step())
+            line = trainer.step()
+            if heldout is not None and trainer.iteration % config.heldout_every == 0:
+                line.update(heldout(trainer, line))
+            history.append(line)
             if config.budget_s is not None and time.perf_counter() - start >= config.budget_s:
                 break
+        if heldout is not None:
+            result["frozen_at"] = heldout.frozen_at
         result.update(iterations=trainer.iteration, train_seconds=time.perf_counter() - start)
         tail = history[-max(1, len(history) // 4):]  # the last quarter of the run
         for key in ("ess_fraction", "constraint_gap", "kl_to_base", "nll_data"):
             if key in tail[0]:
                 result[key] = sum(h[key] for h in tail) / len(tail)
         result["curve"] = [
-            {k: h[k] for k in ("iteration", "ess_fraction", "constraint_gap", "kl_to_base", "nll_data") if k in h} for h in history
+            {k: h[k] for k in ("iteration", "ess_fraction", "constraint_gap", "heldout_gap", "kl_to_base", "nll_data") if k in h}
+            for h in history
         ]
+        gaps = [h["heldout_gap"] for h in history if "heldout_gap" in h]
+        if gaps:
+            result["heldout_gap_final"] = gaps[-1]
     result.update(evaluate_generator(model, test, seed, config.max_length, config.examples))
     return result
+
+
+class HeldOutCheck:
+    """Early stopping of the constraint on held-out data (see the module docstring).
+
+    ``E_valid f - E_q f``: the constraint's mean on real validation sentences (never trained on)
+    minus its importance-weighted mean on this iteration's samples (from the trainer's log line).
+    The constraint is frozen once this has not improved for ``heldout_patience`` checks.
+    """
+
+    def __init__(self, valid: TemplateSet, config: PaperTextConfig, freeze: bool = True) -> None:
+        self.x, self.context = valid.targets(config.max_length), valid.templates
+        self.patience = config.heldout_patience if freeze else 0
+        self.best, self.stale, self.frozen_at = -float("inf"), 0, None
+
+    def __call__(self, trainer: PRTrainer, line: dict) -> dict:
+        with torch.no_grad():
+            f_valid = trainer.constraint.predict(self.x, self.context).mean().item()
+        e_q = line["constraint_data"] - line["constraint_gap"]
+        gap = f_valid - e_q
+        if gap > self.best + 1e-3:
+            self.best, self.stale = gap, 0
+        else:
+            self.stale += 1
+        if self.patience and self.stale >= self.patience and not trainer.constraint_frozen:
+            trainer.constraint_frozen, self.frozen_at = True, trainer.iteration
+        return {"heldout_gap": gap}
 
 
 def tasks(seed: int = 0, quick: bool = False, config: PaperTextConfig | None = None) -> list[dict]:
@@ -218,15 +289,16 @@ TRAINING_PLOTS = {  # logged quantity -> (file, y label)
     "ess_fraction": ("ess.png", "ESS / K within a template"),
     "constraint_gap": ("constraint_gap.png", "constraint gap E_data f - E_q f"),
     "kl_to_base": ("kl_to_base.png", "KL(p_theta || checkpoint), nats per sentence"),
+    "heldout_gap": ("heldout_gap.png", "held-out gap E_valid f - E_q f"),
 }
 
 
-def plot_training(curves: dict[str, list[dict]], out: Path, window: int = 10) -> list[str]:
+def plot_training(curves: dict[str, list[dict]], out: Path) -> list[str]:
     """Training curves of the PR variants (mean ± 95% CI over seeds), one PNG per logged quantity.
 
-    ``curves`` maps ``"variant/seed"`` to the trainer's log lines. Runs with a wall budget end at
-    different iterations, so each variant is cut to its shortest seed; values are averaged over
-    ``window`` iterations (single iterations see 16 templates only). Returns the files written.
+    ``curves`` maps ``"variant/seed"`` to the trainer's log lines; each quantity is plotted at the
+    iterations that logged it, smoothed by a window that fits the run (:func:`plot_curves`).
+    Returns the files written.
     """
     by_variant: dict[str, list[list[dict]]] = {}
     for key, lines in curves.items():
@@ -237,14 +309,9 @@ def plot_training(curves: dict[str, list[dict]], out: Path, window: int = 10) ->
     for quantity, (name, label) in TRAINING_PLOTS.items():
         series = {}
         for variant, runs in by_variant.items():
-            points = (min(len(r) for r in runs) // window) * window
-            if points == 0:
-                continue
-            x = [float(i + window) for i in range(0, points, window)]
-            series[variant] = [
-                (x, [sum(line[quantity] for line in run[i : i + window]) / window for i in range(0, points, window)])
-                for run in runs
-            ]
+            points = [[(line["iteration"], line[quantity]) for line in run if quantity in line] for run in runs]
+            if all(points):
+                series[variant] = [([float(i) for i, _ in p], [v for _, v in p]) for p in points]
         if series:
             plot_curves(series, Path(out) / name, label, f"paper-text: {label}", colors=colors,
                         ylim=(0.0, 1.0) if quantity == "ess_fraction" else None)
@@ -259,6 +326,12 @@ def aggregate(task_list: list[dict], results: list[dict], seed: int, out: Path |
     by_variant = group_by_variant(task_list, results)
     seeds = sorted({t["seed"] for t in task_list})
     metrics: dict = {"seeds": seeds}
+    raw_p = {}  # (variant, metric) -> p against base, Holm-corrected over the whole table below
+    for v, rs in by_variant.items():
+        for key, _, _, better in COLUMNS:
+            if v not in ("base", "checkpoint") and "base" in by_variant:
+                raw_p[v, key] = permutation_test([r[key] for r in rs], [r[key] for r in by_variant["base"]], alternative=better)
+    adjusted = dict(zip(raw_p, holm(list(raw_p.values()))))
     rows = []
     for v, rs in by_variant.items():
         row = [v]
@@ -267,10 +340,10 @@ def aggregate(task_list: list[dict], results: list[dict], seed: int, out: Path |
             mean, half = mean_ci95(values)
             metrics[f"{v}_{key}_mean"], metrics[f"{v}_{key}_ci95"] = mean, half
             cell = fmt.format(mean) + (f" ± {fmt.format(half)}" if len(values) > 1 else "")
-            if v not in ("base", "checkpoint") and "base" in by_variant:
-                p = permutation_test(values, [r[key] for r in by_variant["base"]], alternative=better)
-                metrics[f"{v}_{key}_p_vs_base"] = p
-                cell += f" (p={p:.2f})"
+            if (v, key) in raw_p:
+                metrics[f"{v}_{key}_p_vs_base"] = raw_p[v, key]
+                metrics[f"{v}_{key}_p_vs_base_holm"] = adjusted[v, key]
+                cell += f" (p={adjusted[v, key]:.2f})"
             row.append(cell)
         ess = [r["ess_fraction"] for r in rs if "ess_fraction" in r]
         gap = [r["constraint_gap"] for r in rs if "constraint_gap" in r]
@@ -280,17 +353,22 @@ def aggregate(task_list: list[dict], results: list[dict], seed: int, out: Path |
             f"{mean_ci95(gap)[0]:.3f}" if gap else "",
         ]
         rows.append(row)
-        for key in ("iterations", "ess_fraction", "constraint_gap", "kl_to_base"):
+        for key in ("iterations", "train_seconds", "ess_fraction", "constraint_gap", "kl_to_base", "heldout_gap_final"):
             values = [r[key] for r in rs if key in r]
             if values:
                 metrics[f"{v}_{key}_mean"] = mean_ci95(values)[0]
     budget = f"{config.budget_s:.0f} s of training per run" if config.budget_s else f"{config.trainer.iterations} iterations per run"
+    comparisons, findings = primary_comparisons(by_variant)
+    metrics["comparisons"] = comparisons
+    metrics["findings"] = findings
     table = (
         f"{len(seeds)} seed(s) {seeds}; {budget}; {config.trainer.contexts} templates x K={config.trainer.samples_per_context} "
         f"per PR step; alpha {config.trainer.alpha}; test templates: {config.eval_templates or 'all'}\n\n"
         + markdown_table(
             ["variant"] + [c[1] for c in COLUMNS] + ["iterations", "ESS/K (last 1/4)", "constraint gap (last 1/4)"], rows
         )
+        + "\n\nPrimary comparisons (fixed before the runs; Holm-corrected within each family):\n\n"
+        + comparison_table(comparisons) + "\n\nWhat it shows:\n\n" + "\n".join(f"- {f}" for f in findings)
     )
     metrics["per_run"] = [
         {"variant": t["variant"], "seed": t["seed"], **{k: v for k, v in r.items() if k not in ("curve", "examples")}}
@@ -307,7 +385,7 @@ def aggregate(task_list: list[dict], results: list[dict], seed: int, out: Path |
         text = (
             f"Command: `OMP_NUM_THREADS=1 {command} --out {out}`\n\n{table}\n\n"
             "Cells: mean ± 95% CI over seeds (Student t); p: one-sided permutation test against base "
-            "(lower perplexity, higher everything else is better). Perplexity: per token, natural log, "
+            "(lower perplexity, higher everything else is better), Holm-corrected over every p of the table. Perplexity: per token, natural log, "
             "`<eos>` counted, true test sentences given their templates. Template accuracy: share of outputs "
             "that follow the template exactly; sampled at temperature 1 with `<unk>` only where the template "
             "shows it. BLEU: sacrebleu corpus BLEU-4 of the greedy outputs, `tokenize=\"none\"`. Rule score: "
@@ -319,10 +397,43 @@ def aggregate(task_list: list[dict], results: list[dict], seed: int, out: Path |
         )
         curves = {f"{t['variant']}/{t['seed']}": r.get("curve", []) for t, r in zip(task_list, results)}
         plots = plot_training(curves, out)
-        text += "\n\nTraining (mean ± 95% CI over seeds, averaged over 10 iterations):\n\n" + "\n".join(
+        text += "\n\nTraining (mean ± 95% CI over seeds, smoothed by the window in each legend):\n\n" + "\n".join(
             f"![{name}]({name})" for name in plots)
         write_results(out, "paper-text", seed, config, metrics, text, quick=quick, curves=curves)
     return {"metrics": metrics, "table": table}
+
+
+def primary_comparisons(by_variant: dict[str, list[dict]]) -> tuple[list[dict], list[str]]:
+    """The comparisons of ``PRIMARY`` that the runs allow (difference, 95% bootstrap CI, one-sided
+    permutation p, Holm within each family) and one computed sentence per comparison."""
+    better = {key: b for key, _, _, b in COLUMNS}
+    names = {key: name for key, name, _, _ in COLUMNS}
+    out = []
+    for family, key, a, b in PRIMARY:
+        if a in by_variant and b in by_variant:
+            result = compare([r[key] for r in by_variant[a]], [r[key] for r in by_variant[b]], better[key])
+            out.append({"family": family, "metric": key, "variant": a, "against": b, **result})
+    for family in {c["family"] for c in out}:
+        members = [c for c in out if c["family"] == family]
+        for c, p in zip(members, holm([c["p"] for c in members])):
+            c["p_holm"] = p
+    findings = []
+    for c in out:
+        direction = "lower" if c["difference"] < 0 else "higher"
+        wanted = (c["difference"] < 0) == (better[c["metric"]] == "less")
+        verdict = "significant" if c["p_holm"] < 0.05 else "not significant"
+        findings.append(
+            f"{c['variant']} vs {c['against']}, {names[c['metric']]}: {direction} by {abs(c['difference']):.3f} "
+            f"(95% CI {c['ci_low']:.3f} to {c['ci_high']:.3f}), {'the wanted direction' if wanted else 'the wrong direction'}; "
+            f"Holm p = {c['p_holm']:.3f}, {verdict} at 0.05."
+        )
+    return out, findings
+
+
+def comparison_table(comparisons: list[dict]) -> str:
+    rows = [[c["family"], c["metric"], f"{c['variant']} - {c['against']}", f"{c['difference']:.3f}",
+             f"[{c['ci_low']:.3f}, {c['ci_high']:.3f}]", f"{c['p']:.3f}", f"{c['p_holm']:.3f}"] for c in comparisons]
+    return markdown_table(["family", "metric", "comparison", "difference", "95% CI", "p", "p (Holm)"], rows) if rows else "(none in this run)"
 
 
 def run(seed: int = 0, out: Path | None = None, quick: bool = False, progress: bool = True, config: PaperTextConfig | None = None) -> dict:

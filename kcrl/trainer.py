@@ -272,6 +272,8 @@ class PRTrainer:
         self.rng = torch.Generator(self.device).manual_seed(config.seed)
         self.iteration = 0
         self.history: list[dict[str, float]] = []
+        self.constraint_frozen = False
+        """True stops the constraint step (e.g. early stopping on held-out data); saved in checkpoints"""
 
     # ------------------------------------------------------------------ one iteration
     def _data_batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -335,7 +337,7 @@ class PRTrainer:
             x_q, c_q, groups, log_ratio = self._sample(c_data if self.data_context is not None else None)
             if log_ratio is not None:
                 log_ratio = self._global_rows(log_ratio).view(groups)
-        if cfg.variant in ("learned", "mstep", "binary_d"):
+        if cfg.variant in ("learned", "mstep", "binary_d") and not self.constraint_frozen:
             stats["constraint_loss"] = self._constraint_step(x_data, c_data, x_q, c_q, groups, log_ratio)
 
         if self.objective is None:
@@ -529,6 +531,7 @@ class PRTrainer:
             "rng": self.rng.get_state(),
             "torch_rng": torch.get_rng_state(),
             "history": self.history,
+            "constraint_frozen": self.constraint_frozen,
             # a checkpointable step's own state (None: no step, or one that cannot be saved)
             "generator_step": self.generator_step.state_dict() if checkpointable(self.generator_step) else None,
         }
@@ -576,6 +579,7 @@ class PRTrainer:
             self.objective.load_state_dict(state["objective"])
         self.iteration = int(state["iteration"])
         self.history = list(state["history"])
+        self.constraint_frozen = bool(state.get("constraint_frozen", False))
 
     def _check_objective_state(self, state: dict[str, Any]) -> None:
         """The checkpoint's objective state fits this trainer's objective (both MLE, or both savable)."""

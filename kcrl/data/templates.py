@@ -439,3 +439,28 @@ class TemplateRule(Constraint):
 
     def extra_repr(self) -> str:
         return f"unk_penalty={self.unk_penalty}, exact_bonus={self.exact_bonus}"
+
+
+def template_prefix(template: torch.Tensor) -> torch.Tensor:
+    """Each template cut after its first ``<mask>`` (the rest becomes ``<pad>``): the part of the
+    knowledge an incomplete rule checks, ``(N, L)``.
+
+    >>> v = Vocabulary(["the", "film", "was", "great", "."])
+    >>> t = v.encode_batch([["the", "<mask>", "was", "<mask>", "."]], 5)
+    >>> v.decode(template_prefix(t)[0], keep_specials=True)
+    ['the', '<mask>', '<pad>', '<pad>', '<pad>']
+    """
+    after = (template == MASK_ID).long().cumsum(-1) - (template == MASK_ID).long() > 0
+    return template.masked_fill(after, PAD_ID)
+
+
+class IncompleteTemplateRule(TemplateRule):
+    """A rule that knows only part of the template: :func:`rule_score` against
+    :func:`template_prefix` (the words before the first ``<mask>`` and that mask, which then
+    consumes the rest of the sentence). A sentence that follows its template scores full marks;
+    so does one that keeps the opening and ignores everything after it."""
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        if context is None:
+            raise ConfigError("IncompleteTemplateRule needs the template ids as context; got context=None.")
+        return rule_score(x, template_prefix(context), self.unk_penalty, self.exact_bonus)
