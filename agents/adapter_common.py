@@ -10,10 +10,22 @@ of weights. :class:`TokenEncoder` embeds the ids instead: a learned vector per t
 per position, flattened (order-aware, ``T*E`` features) or mean-pooled over the written prefix
 (``E`` features, any T), next to an embedding of the length and one per context entry. Its size
 does not grow with T*V.
+
+Starting from a trained generator: :class:`NextTokenLogProbs` turns a kcrl generator p_theta (the
+tabular model, the oracle's LSTM, the template generator, or a task's own base model) into a module
+of the observation ids, ``log p_theta(. | prefix, context)``, and :class:`ResidualLogits` adds a
+zero-initialised correction to it. Policies built on the two (SB3's
+:class:`~kcrl.agents.sb3.GeneratorPolicy`, Tianshou's ``GeneratorActor``) start *exactly* at the
+generator's next-token distribution instead of near uniform over V tokens, and PPO fine-tunes it.
+
+:func:`as_onestep_env` is the counterpart of :func:`as_batched_env` for the one-step envs
+(``GaussianRing-v0``, ``StructuredDigits-v0``: one ``Box`` action is the whole sample).
 """
 
 from __future__ import annotations
 
+import copy
+import inspect
 from typing import Literal
 
 import numpy as np
@@ -23,6 +35,7 @@ from gymnasium.vector import AutoresetMode
 from torch import nn
 
 from kcrl.envs.generation import BatchedGenerationEnv
+from kcrl.envs.onestep import BatchedOneStepEnv
 from kcrl.errors import ConfigError, ShapeError
 
 Pooling = Literal["flatten", "mean"]
@@ -42,6 +55,19 @@ def as_batched_env(env: object, autoreset_mode: AutoresetMode, who: str) -> Batc
         )
     if env.autoreset_mode != autoreset_mode:
         env = BatchedGenerationEnv(env.task, env.num_envs, env.device, env.kl_to_base, autoreset_mode)
+    return env
+
+
+def as_onestep_env(env: object, autoreset_mode: AutoresetMode, who: str) -> BatchedOneStepEnv:
+    """The kcrl batched one-step env inside ``env``, rebuilt over the same task if its autoreset mode differs."""
+    env = getattr(env, "unwrapped", env)
+    if not isinstance(env, BatchedOneStepEnv):
+        raise ConfigError(
+            f"{who} needs a kcrl BatchedOneStepEnv (gymnasium.make_vec('GaussianRing-v0', num_envs=N, "
+            f"vectorization_mode='vector_entry_point')); got {type(env).__name__}."
+        )
+    if env.autoreset_mode != autoreset_mode:
+        env = BatchedOneStepEnv(env.task, env.num_envs, env.device, autoreset_mode)
     return env
 
 
@@ -146,3 +172,77 @@ class TokenEncoder(nn.Module):
                 raise ShapeError("this encoder was built with a context; pass the 'context' observation.")
             parts.append(self.context_embed(context + self.context_offsets).flatten(1))  # (B, C*E)
         return torch.cat(parts, dim=-1)  # (B, features_dim)
+
+
+class NextTokenLogProbs(nn.Module):
+    """A kcrl generator's next-token log-probabilities as a module of observation ids.
+
+    ``forward(tokens (B, T), length (B,), context (B, C) | None) -> log p_theta(. | prefix, context)
+    (B, V)``, the same quantity the envs use as the per-step base reward. Accepted generators, by
+    their public method:
+
+    * ``step_log_probs(tokens, lengths)`` — :class:`~kcrl.models.tabular.TabularAutoregressive`;
+    * ``step_log_probs(tokens, lengths, context)`` — :class:`~kcrl.models.text_generator.TemplateGenerator`
+      (the context is the template);
+    * ``prefix_log_probs(tokens, lengths)`` — :class:`~kcrl.models.lstm_generator.LSTMGenerator`.
+
+    The generator is deep-copied (the policy trains its own copy; the caller's stays as it was)
+    and always runs in eval mode (no dropout), so rollouts and PPO's updates score the same
+    distribution.
+
+    Args:
+        generator: the trained network.
+        trainable: let the policy's optimiser update the copy (``False``: frozen, only the
+            residual on top of it learns).
+    """
+
+    def __init__(self, generator: nn.Module, trainable: bool = True) -> None:
+        super().__init__()
+        if hasattr(generator, "step_log_probs"):
+            method = "step_log_probs"
+        elif hasattr(generator, "prefix_log_probs"):
+            method = "prefix_log_probs"
+        else:
+            raise ConfigError(
+                f"{type(generator).__name__} has no step_log_probs(tokens, lengths[, context]) or "
+                "prefix_log_probs(tokens, lengths); pass a kcrl generator (TabularAutoregressive, LSTMGenerator, "
+                "TemplateGenerator) or a task's base model (env.unwrapped.task.base)."
+            )
+        params = [p for p in inspect.signature(getattr(generator, method)).parameters.values()
+                  if p.default is inspect.Parameter.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        self.method, self.uses_context = method, len(params) >= 3
+        self.generator = copy.deepcopy(generator).eval().requires_grad_(trainable)
+        self.vocab_size = getattr(generator, "vocab_size", None)
+
+    def train(self, mode: bool = True) -> "NextTokenLogProbs":
+        super().train(mode)
+        self.generator.eval()  # dropout would make the rollout's and the update's distributions differ
+        return self
+
+    def forward(self, tokens: torch.Tensor, length: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        length = length.reshape(-1).long()
+        if self.uses_context:
+            if context is None:
+                raise ShapeError(f"{type(self.generator).__name__} is conditional; the observations need a 'context'.")
+            out = getattr(self.generator, self.method)(tokens.long(), length, context.long())
+        else:
+            out = getattr(self.generator, self.method)(tokens.long(), length)
+        return torch.log_softmax(out.float(), dim=-1)  # (B, V)
+
+
+class ResidualLogits(nn.Module):
+    """``logits = log p_theta + W h + b`` with W and b zero at the start (so the policy starts at p_theta).
+
+    Input: ``(B, V + H)`` laid out as ``[log p_theta(. | s) (V), h (H)]``; output ``(B, V)``.
+    """
+
+    def __init__(self, vocab_size: int, hidden: int) -> None:
+        super().__init__()
+        self.vocab_size = int(vocab_size)
+        self.correction = nn.Linear(hidden, self.vocab_size)
+        nn.init.zeros_(self.correction.weight)
+        nn.init.zeros_(self.correction.bias)
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        v = self.vocab_size
+        return latent[:, :v] + self.correction(latent[:, v:])  # (B, V)

@@ -19,14 +19,24 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
 from kcrl.agents.hyperparams import ZOO_KEYS
-from kcrl.agents.sb3.hyperparams import sb3_policy_kwargs
+from kcrl.agents.sb3.generator_policy import GeneratorPolicy
+from kcrl.agents.sb3.hyperparams import POLICIES, policy_class, sb3_policy_kwargs
 
 
 def build_ppo(venv: VecEnv, hp: dict[str, Any], seed: int) -> PPO:
-    """PPO on ``venv`` with the hyperparameters ``hp`` (the zoo keys ``n_envs``/``n_timesteps`` are the caller's)."""
+    """PPO on ``venv`` with the hyperparameters ``hp`` (the zoo keys ``n_envs``/``n_timesteps`` are the caller's).
+
+    ``policy: GeneratorPolicy`` starts the policy at the env's base generator (``venv``'s
+    ``task.base``, the model the per-step KL-to-base reward uses) unless ``policy_kwargs`` holds
+    another ``generator``.
+    """
     kwargs = {k: v for k, v in hp.items() if k not in (*ZOO_KEYS, "policy", "policy_kwargs")}
-    policy_kwargs = sb3_policy_kwargs(hp.get("policy_kwargs") or {})
-    return PPO(hp.get("policy", "MultiInputPolicy"), venv, seed=seed, policy_kwargs=policy_kwargs, **kwargs)
+    name = hp.get("policy", "MultiInputPolicy")
+    policy_kwargs = sb3_policy_kwargs(hp.get("policy_kwargs") or {}, name)
+    policy = policy_class(name) if name in POLICIES else name
+    if policy is GeneratorPolicy and "generator" not in policy_kwargs:
+        policy_kwargs["generator"] = venv.get_attr("task")[0].base
+    return PPO(policy, venv, seed=seed, policy_kwargs=policy_kwargs, **kwargs)
 
 
 class _BeforeRollout(BaseCallback):

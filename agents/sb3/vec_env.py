@@ -169,12 +169,15 @@ def make_sb3_vec_env(
 ) -> VecEnv:
     """An SB3 ``VecEnv`` of ``num_envs`` copies of a registered kcrl env, stepped as one batch.
 
+    Token envs give an :class:`SB3VecEnv`; the one-step ``Box`` envs (``GaussianRing-v0``,
+    ``StructuredDigits-v0``) an :class:`~kcrl.agents.sb3.SB3OneStepVecEnv` (use ``"MlpPolicy"``).
+
     Args:
         env_id: a kcrl id, e.g. ``"TabularSequence-v0"``.
         num_envs: N.
         seed: seed of the first ``reset()`` (sub-env i gets ``seed + i``); ``None`` for random.
         monitor: wrap in SB3's ``VecMonitor`` so episode returns/lengths are logged.
-        ids_as_box: see :class:`SB3VecEnv`.
+        ids_as_box: see :class:`SB3VecEnv` (token envs only).
         **kwargs: passed to the env (``device=``, ``kl_to_base=``, ``vocab_size=``, ...).
     """
     if env_id not in gym.registry:
@@ -182,7 +185,12 @@ def make_sb3_vec_env(
 
         raise unknown_name("environment id", env_id, kcrl.envs.ENV_IDS or list(gym.registry))
     env = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", autoreset_mode="SameStep", **kwargs)
-    venv: VecEnv = SB3VecEnv(env, ids_as_box=ids_as_box)
+    if isinstance(env, BatchedGenerationEnv):
+        venv: VecEnv = SB3VecEnv(env, ids_as_box=ids_as_box)
+    else:  # a one-step env (GaussianRing-v0, StructuredDigits-v0): one Box action per episode
+        from kcrl.agents.sb3.onestep import SB3OneStepVecEnv
+
+        venv = SB3OneStepVecEnv(env)
     if seed is not None:
         venv.seed(seed)
     return VecMonitor(venv) if monitor else venv

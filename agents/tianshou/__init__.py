@@ -6,7 +6,12 @@
   operation per call.
 * ``TokenNet`` — a preprocessing net for the Dict token observations (embeddings, not one-hots),
   to put inside Tianshou's ``DiscreteActor`` / ``DiscreteCritic``.
-* :func:`make_tianshou_vec_env` — ``gymnasium.make_vec`` + ``TianshouVectorEnv``.
+* ``GeneratorActor`` — a ``DiscreteActor`` that starts at a trained kcrl generator's next-token
+  distribution (PPO fine-tunes p_theta instead of starting uniform over the vocabulary).
+* ``TianshouOneStepVectorEnv`` — the same over the one-step ``Box`` envs (``GaussianRing-v0``,
+  ``StructuredDigits-v0``), for Tianshou's continuous actors.
+* :func:`make_tianshou_vec_env` — ``gymnasium.make_vec`` + ``TianshouVectorEnv`` (or
+  ``TianshouOneStepVectorEnv`` for a one-step env).
 * :func:`tianshou_logits_fn` — a Tianshou actor as ``kcrl observation tensors -> (N, V) logits``.
 * :func:`policy_generator` and :class:`TianshouStep` — a Tianshou policy as Algorithm 1's generator
   and generator step (:mod:`kcrl.agents.tianshou.steps`).
@@ -54,13 +59,13 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from kcrl.agents.tianshou.ppo import TIANSHOU_PPO, train_tianshou_ppo
+from kcrl.agents.tianshou.ppo import TIANSHOU_PPO, build_tianshou_ppo, train_tianshou_ppo
 from kcrl.agents.tianshou.steps import (
     TianshouStep, policy_generator, tianshou_kcrl_env, tianshou_logits_fn, tianshou_policy,
 )
 from kcrl.errors import require_optional, unknown_name
 
-_LAZY = ("TianshouVectorEnv", "TokenNet")
+_LAZY = ("GeneratorActor", "TianshouOneStepVectorEnv", "TianshouVectorEnv", "TokenNet")
 
 
 def _load_backend():
@@ -87,7 +92,7 @@ def make_tianshou_vec_env(
         env_id: a kcrl id, e.g. ``"TabularSequence-v0"``.
         num_envs: N.
         seed: seed of the first full ``reset()`` (sub-env i gets ``seed + i``); ``None`` for random.
-        flatten_obs: see ``TianshouVectorEnv``.
+        flatten_obs: see ``TianshouVectorEnv`` (token envs only).
         **kwargs: passed to the env (``device=``, ``kl_to_base=``, ``vocab_size=``, ...).
     """
     backend = _load_backend()
@@ -98,14 +103,19 @@ def make_tianshou_vec_env(
 
         raise unknown_name("environment id", env_id, kcrl.envs.ENV_IDS or list(gym.registry))
     env = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", autoreset_mode="Disabled", **kwargs)
-    venv = backend.TianshouVectorEnv(env, flatten_obs=flatten_obs)
+    from kcrl.envs.generation import BatchedGenerationEnv
+
+    if isinstance(env, BatchedGenerationEnv):
+        venv = backend.TianshouVectorEnv(env, flatten_obs=flatten_obs)
+    else:  # a one-step env: one Box action per episode
+        venv = backend.TianshouOneStepVectorEnv(env)
     if seed is not None:
         venv.seed(seed)
     return venv
 
 
-# The two classes resolve lazily through __getattr__ (they need tianshou).
+# The classes in _LAZY resolve lazily through __getattr__ (they need tianshou).
 __all__ = [  # noqa: F822
-    "TIANSHOU_PPO", "TianshouStep", "TianshouVectorEnv", "TokenNet", "make_tianshou_vec_env", "policy_generator",
-    "tianshou_kcrl_env", "tianshou_logits_fn", "tianshou_policy", "train_tianshou_ppo",
+    "GeneratorActor", "TIANSHOU_PPO", "TianshouOneStepVectorEnv", "TianshouStep", "TianshouVectorEnv", "TokenNet", "make_tianshou_vec_env", "policy_generator",
+    "build_tianshou_ppo", "tianshou_kcrl_env", "tianshou_logits_fn", "tianshou_policy", "train_tianshou_ppo",
 ]

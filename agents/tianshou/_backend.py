@@ -14,9 +14,10 @@ from gymnasium.vector import AutoresetMode
 from tianshou.data import Batch
 from tianshou.env import BaseVectorEnv
 from tianshou.utils.net.common import ModuleWithVectorOutput
+from tianshou.utils.net.discrete import DiscreteActor
 from torch import nn
 
-from kcrl.agents.adapter_common import Pooling, TokenEncoder, as_batched_env, id_cardinalities
+from kcrl.agents.adapter_common import NextTokenLogProbs, Pooling, TokenEncoder, as_batched_env, as_onestep_env, id_cardinalities
 from kcrl.errors import ConfigError, InvalidActionError, ShapeError
 
 
@@ -240,7 +241,8 @@ class TokenNet(ModuleWithVectorOutput):
         self.encoder, self.mlp = encoder, nn.Sequential(*layers)
         self.context_size = 0 if encoder.context_embed is None else len(observation_space["context"].nvec)
 
-    def forward(self, obs: Any, state: Any = None, info: Any = None) -> tuple[torch.Tensor, Any]:
+    def ids(self, obs: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``(tokens (B, T), length (B,), context (B, C) | None)`` long tensors of either observation form."""
         device = self.encoder.pos_embed.device
         as_long = lambda x: torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, device=device).long()  # noqa: E731
         t = self.encoder.max_length
@@ -256,4 +258,159 @@ class TokenNet(ModuleWithVectorOutput):
                 )
             tokens, length = flat[:, :t], flat[:, t]
             context = flat[:, t + 1 :] if self.context_size else None
-        return self.mlp(self.encoder(tokens, length, context)), state  # (B, output_dim)
+        return tokens, length, context
+
+    def forward(self, obs: Any, state: Any = None, info: Any = None) -> tuple[torch.Tensor, Any]:
+        return self.mlp(self.encoder(*self.ids(obs))), state  # (B, output_dim)
+
+
+class GeneratorActor(DiscreteActor):
+    """A Tianshou ``DiscreteActor`` that starts at a trained kcrl generator's next-token distribution.
+
+    ``logits(s) = log p_theta(. | s) + last(TokenNet(s))`` with ``last`` zero at the start, so the
+    policy equals the generator exactly until PPO's first update (which fine-tunes the generator's
+    copy too unless ``train_generator=False``). Use it where ``DiscreteActor(preprocess_net=TokenNet(...),
+    softmax_output=False)`` would go: ``DiscreteActorPolicy(actor=GeneratorActor(G, TokenNet(space)), ...)``.
+
+    Args:
+        generator: a kcrl generator (see :class:`~kcrl.agents.adapter_common.NextTokenLogProbs`),
+            e.g. ``venv.env.task.base``.
+        preprocess_net: the :class:`TokenNet` whose features feed the residual.
+        action_shape: V (default: the generator's ``vocab_size``).
+        train_generator: fine-tune the generator's copy.
+    """
+
+    def __init__(self, generator: nn.Module, preprocess_net: TokenNet, action_shape: int | None = None,
+                 train_generator: bool = True) -> None:
+        next_token = NextTokenLogProbs(generator, trainable=train_generator)
+        n = action_shape if action_shape is not None else next_token.vocab_size
+        if n is None:
+            raise ConfigError("pass action_shape (the number of tokens): the generator has no vocab_size.")
+        super().__init__(preprocess_net=preprocess_net, action_shape=int(n), softmax_output=False)
+        self.next_token = next_token
+        last = [m for m in self.last.modules() if isinstance(m, nn.Linear)][-1]
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+
+    def forward(self, obs: Any, state: Any = None, info: Any = None) -> tuple[torch.Tensor, Any]:
+        tokens, length, context = self.preprocess.ids(obs)
+        features = self.preprocess.mlp(self.preprocess.encoder(tokens, length, context))
+        log_p = self.next_token(tokens, length, context)  # (B, V)
+        if log_p.shape[-1] != self.output_dim:
+            raise ConfigError(
+                f"the generator scores {log_p.shape[-1]} tokens but the actor has {self.output_dim} actions; "
+                "use the generator trained on this env's vocabulary."
+            )
+        return log_p + self.last(features), state  # (B, V) logits
+
+
+class TianshouOneStepVectorEnv(BaseVectorEnv):
+    """Tianshou ``BaseVectorEnv`` over a kcrl one-step env (``GaussianRing-v0``, ``StructuredDigits-v0``).
+
+    One ``Box`` action is the whole sample and ends the episode (reward ``alpha * f(x, c)``). As
+    :class:`TianshouVectorEnv`: one batched env (``autoreset_mode="Disabled"``) serves every index,
+    ``step(action, id)`` advances only the listed sub-envs and ``reset(env_id)`` restarts only those.
+    Observations are float arrays: the task's context (``(R, *context_shape)``), or ``(R, 1)`` zeros
+    for a task without one (so Tianshou's ``Net`` has an input). Actions are flat (an image of
+    28x28 is a vector of 784, Tianshou's actor output) and, with ``clip_actions`` (default), clipped
+    to the ``Box`` before the env sees them, as SB3 does with Gaussian policies (the env refuses
+    actions outside it). ``info[i]``: ``env_id``, ``constraint`` (raw f) and ``reward_constraint``.
+
+    Args:
+        env: a ``BatchedOneStepEnv`` (any autoreset mode).
+        clip_actions: clip actions to the action space (``False``: pass them as they are).
+    """
+
+    def __init__(self, env: Any, clip_actions: bool = True) -> None:
+        self.env = as_onestep_env(env, AutoresetMode.DISABLED, "TianshouOneStepVectorEnv")
+        self.clip_actions = clip_actions
+        self.env_num = self.wait_num = self.env.num_envs
+        self.timeout = None
+        self.is_async = False
+        self.workers: list = []
+        self.waiting_conn: list = []
+        self.waiting_id: list[int] = []
+        self.ready_id = list(range(self.env_num))
+        self.is_closed = False
+        context = self.env.task.context_space
+        self.single_observation_space = (
+            spaces.Box(0.0, 0.0, shape=(1,), dtype=np.float32) if context is None
+            else spaces.Box(np.asarray(context.low, np.float32), np.asarray(context.high, np.float32), dtype=np.float32)
+        )
+        box = self.env.single_action_space
+        self.sample_shape = box.shape
+        self.single_action_space = spaces.Box(np.asarray(box.low, np.float32).reshape(-1),
+                                              np.asarray(box.high, np.float32).reshape(-1), dtype=np.float32)
+        self._low = torch.as_tensor(self.single_action_space.low)
+        self._high = torch.as_tensor(self.single_action_space.high)
+        self._action_spaces = [copy.deepcopy(self.single_action_space) for _ in range(self.env_num)]
+        self._pending_seed: int | None = None
+
+    get_env_attr = TianshouVectorEnv.get_env_attr
+    set_env_attr = TianshouVectorEnv.set_env_attr
+    _index = TianshouVectorEnv._index
+    seed = TianshouVectorEnv.seed
+    render = TianshouVectorEnv.render
+    close = TianshouVectorEnv.close
+    set_constraint = TianshouVectorEnv.set_constraint
+
+    def _obs(self, obs: torch.Tensor, ids: np.ndarray) -> np.ndarray:
+        rows = torch.as_tensor(ids, device=self.env.device)
+        if self.env.task.context_space is None:
+            return np.zeros((len(ids), 1), dtype=np.float32)
+        return obs[rows].float().cpu().numpy()
+
+    def reset(self, env_id: int | list[int] | np.ndarray | None = None, seed: int | None = None,
+              options: dict | None = None, **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Reset all sub-envs (``env_id=None``; sub-env i seeded ``seed + i``) or those in ``env_id``."""
+        self._assert_is_not_closed()
+        ids = self._index(env_id)
+        everything = len(ids) == self.env_num
+        if seed is None and everything:
+            seed, self._pending_seed = self._pending_seed, None
+        if seed is not None and not everything:
+            raise ConfigError("a seed applies to all sub-envs at once (sub-env i gets seed + i); reset all sub-envs to seed them.")
+        if everything:
+            obs = self.env.reset_tensor(seed=seed)
+        else:
+            mask = torch.zeros(self.env_num, dtype=torch.bool, device=self.env.device)
+            mask[torch.as_tensor(ids, device=self.env.device)] = True
+            obs = self.env.reset_tensor(mask=mask)
+        return self._obs(obs, ids), np.array([{} for _ in ids], dtype=object)
+
+    def step(self, action: np.ndarray | torch.Tensor | None, id: int | list[int] | np.ndarray | None = None):
+        """One whole sample for each sub-env in ``id`` (default: all); the others stay as they are."""
+        self._assert_is_not_closed()
+        if action is None:
+            raise InvalidActionError("action must not be None (this vector env is synchronous).")
+        env, dev = self.env, self.env.device
+        ids = self._index(id)
+        action = torch.as_tensor(np.asarray(action.cpu() if isinstance(action, torch.Tensor) else action), dtype=torch.float32)
+        if action.shape[0] != len(ids):
+            raise InvalidActionError(f"got {action.shape[0]} actions for {len(ids)} env ids {ids.tolist()}.")
+        if not env._started:
+            raise gym.error.ResetNeeded("call reset() before step().")
+        rows = torch.as_tensor(ids, device=dev)
+        if env.done[rows].any():
+            ended = ids[env.done[rows].cpu().numpy()].tolist()
+            raise gym.error.ResetNeeded(f"the episodes of sub-envs {ended} are over; call reset(env_id={ended}) first.")
+        action = action.reshape(len(ids), -1)
+        if self.clip_actions:
+            action = torch.maximum(torch.minimum(action, self._high), self._low)
+        full = self._low.expand(self.env_num, -1).clone()
+        full[torch.as_tensor(ids)] = action
+        full = full.reshape(self.env_num, *self.sample_shape)
+        selected = torch.zeros(self.env_num, dtype=torch.bool, device=dev)
+        selected[rows] = True
+        was_done = env.done.clone()
+        env.done |= ~selected  # the others are not advanced
+        try:
+            out = env.step_tensor(full)
+        finally:
+            env.done = torch.where(selected, env.done, was_done)
+        constraint = out.info["constraint"][rows].cpu().tolist()
+        rc = out.info["reward_constraint"][rows].cpu().tolist()
+        infos = np.array([{"env_id": int(j), "constraint": c, "reward_constraint": r} for j, c, r in zip(ids, constraint, rc)],
+                         dtype=object)
+        return (self._obs(out.obs, ids), out.reward[rows].cpu().numpy(), out.terminated[rows].cpu().numpy(),
+                out.truncated[rows].cpu().numpy(), infos)

@@ -94,7 +94,7 @@ def test_unknown_library_and_env_id():
     )
     assert message(UnknownNameError, load_hyperparams, "sb3", "TabularSequence-v1") == (
         "unknown environment id in sb3.yaml 'TabularSequence-v1'. Did you mean 'TabularSequence-v0'? "
-        "Known: TabularSequence-v0."
+        "Known: GaussianRing-v0, OracleSequence-v0, StructuredDigits-v0, TabularSequence-v0, TemplateSentence-v0."
     )
 
 
@@ -165,7 +165,7 @@ def test_sb3_policy_kwargs_are_checked_against_the_policy_class():
     )
     assert message(UnknownNameError, load_hyperparams, "sb3", ENV, {"policy": "MultiInputPolicyy"}) == (
         "unknown SB3 PPO policy 'MultiInputPolicyy'. Did you mean 'MultiInputPolicy'? "
-        "Known: CnnPolicy, MlpPolicy, MultiInputPolicy."
+        "Known: CnnPolicy, GeneratorPolicy, MlpPolicy, MultiInputPolicy."
     )
     assert message(UnknownNameError, load_hyperparams, "tianshou", ENV, {"activation": "sigmoid"}) == (
         "unknown activation 'sigmoid'. Known: elu, leaky_relu, relu, tanh."
@@ -191,3 +191,76 @@ def test_errors_in_a_file_name_the_file_and_entry(tmp_path):
     assert message(ConfigError, read_file, "kcrl", tmp_path / "none.yaml") == (
         f"hyperparameter file {str(tmp_path / 'none.yaml')!r} does not exist."
     )
+
+
+# ------------------------------------------------------------------------- every registered env id
+TOKEN_ENVS = ("TabularSequence-v0", "TemplateSentence-v0", "OracleSequence-v0")
+BOX_ENVS = ("GaussianRing-v0", "StructuredDigits-v0")
+
+
+def test_every_registered_env_has_sb3_and_tianshou_entries_and_kcrl_has_every_token_env():
+    import kcrl.envs
+
+    assert set(kcrl.envs.ENV_IDS) == {*TOKEN_ENVS, *BOX_ENVS}
+    for library in ("sb3", "tianshou"):
+        assert set(read_file(library)) == set(kcrl.envs.ENV_IDS), library
+    assert set(read_file("kcrl")) == set(TOKEN_ENVS)  # soft-PG writes tokens; the Box envs are PPO's
+    for env_id in kcrl.envs.ENV_IDS:  # one budget per env, whichever library spends it
+        budgets = {lib: load_hyperparams(lib, env_id)["n_timesteps"] for lib in LIBRARIES if env_id in read_file(lib)}
+        assert len(set(budgets.values())) == 1, (env_id, budgets)
+
+
+@pytest.mark.parametrize("env_id", TOKEN_ENVS[1:])
+def test_text_entries_use_the_papers_objective(env_id):
+    sb3, ts, own = (load_hyperparams(lib, env_id) for lib in ("sb3", "tianshou", "kcrl"))
+    assert sb3["ent_coef"] == ts["ent_coef"] == own["entropy_coef"] == 1.0
+    assert sb3["gamma"] == ts["gamma"] == 1.0 and not sb3["normalize_advantage"] and not ts["advantage_normalization"]
+    assert sb3["policy"] == "GeneratorPolicy" and ts["init_from_base"]  # start at p_theta, not uniform
+
+
+WORDS = ("good", "bad", "long", "fine", "great", "dull", "slow", "odd")
+SMALL_CORPUS = [f"the {a} movie was {b} and {c} ." for a in WORDS for b in WORDS for c in WORDS]  # 512 sentences
+
+
+def _small_env_kwargs(env_id):
+    return {"vocab_size": 30, "max_length": 10, "corpus": SMALL_CORPUS} if env_id == "TemplateSentence-v0" else {}
+
+
+@pytest.mark.parametrize("env_id", [*TOKEN_ENVS, *BOX_ENVS])
+def test_sb3_entry_builds_an_agent_that_acts(env_id):
+    from kcrl.agents.sb3 import build_ppo, make_sb3_vec_env
+
+    hp = load_hyperparams("sb3", env_id, overrides={"n_envs": 2, "n_steps": 4, "batch_size": 8})
+    venv = make_sb3_vec_env(env_id, hp["n_envs"], seed=0, **_small_env_kwargs(env_id))
+    model = build_ppo(venv, hp, seed=0)
+    actions, _ = model.predict(venv.reset())
+    assert venv.step(actions)[1].shape == (2,)
+
+
+@pytest.mark.parametrize("env_id", [*TOKEN_ENVS, *BOX_ENVS])
+def test_tianshou_entry_builds_an_agent_that_acts(env_id):
+    pytest.importorskip("tianshou")
+    from tianshou.data import Collector
+
+    from kcrl.agents.hyperparams import ZOO_KEYS
+    from kcrl.agents.tianshou import build_tianshou_ppo, make_tianshou_vec_env
+
+    hp = load_hyperparams("tianshou", env_id)
+    venv = make_tianshou_vec_env(env_id, 2, seed=0, **_small_env_kwargs(env_id))
+    trainer_keys = (*ZOO_KEYS, "collection_step_num_env_steps", "batch_size", "update_step_num_repetitions")
+    ppo = build_tianshou_ppo(venv, **{k: v for k, v in hp.items() if k not in trainer_keys})
+    stats = Collector(ppo.policy, venv).collect(n_step=4, reset_before_collect=True)
+    assert stats.n_collected_steps >= 4
+
+
+@pytest.mark.parametrize("env_id", TOKEN_ENVS)
+def test_kcrl_entry_builds_an_agent_that_acts(env_id):
+    import gymnasium as gym
+
+    from kcrl.agents.soft_pg import SoftPGAgent
+
+    hp = load_hyperparams("kcrl", env_id, overrides={"n_envs": 2})
+    env = gym.make_vec(env_id, num_envs=hp["n_envs"], vectorization_mode="vector_entry_point", autoreset_mode="Disabled",
+                       **_small_env_kwargs(env_id))
+    agent = SoftPGAgent(env, SoftPGArgs(**{k: v for k, v in hp.items() if k not in ("n_envs", "n_timesteps")}, iterations=1))
+    assert agent.rollout().mask.shape[0] >= 2
