@@ -413,6 +413,24 @@ def evaluate(out: str | Path) -> dict[str, Any]:
     return metrics
 
 
+METRIC_DESCRIPTIONS = {
+    "iteration": "Algorithm 1 iterations done (those of the checkpoint).",
+    "kl_data_to_generator": "KL(p_data || p_theta) in nats, exact over every sequence: how far the trained generator is "
+                            "from the data distribution (0: equal). The number to judge the run by.",
+    "kl_data_to_posterior": "KL(p_data || q_phi) in nats, exact, q_phi = p_theta exp(alpha f_phi) / Z with the trained "
+                            "p_theta: the learned constraint applied once more on top of the generator it already "
+                            "trained, so it counts its correction twice; above kl_data_to_generator is expected, not a "
+                            "failure (null for variant base, which has no constraint).",
+    "nll_oracle": "NLL_oracle in nats/token: the oracle LSTM's NLL of the generator's samples at T=1 (lower: samples the "
+                  "true distribution finds likely); colder, less diverse samples also lower it, so read it with self_nll.",
+    "nll_oracle_ci95": "half-width of the 95% sampling interval of nll_oracle over the evaluation samples.",
+    "heldout_nll": "the generator's NLL of held-out oracle data in nats/token (lower: it covers the data).",
+    "self_nll": "the generator's NLL of its own samples in nats/token, its entropy rate (diversity); compare nll_oracle "
+                "between runs at similar values.",
+}
+"""what each number of :func:`evaluate` means (``kcrl evaluate`` prints it beside the JSON)"""
+
+
 def sample(out: str | Path, n: int, seed: int = 0) -> list[dict[str, Any]]:
     """n samples of the run's generator with their log-probabilities and constraint scores."""
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_SAMPLES:
@@ -540,6 +558,8 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, show_progr
             parts = _build(config, out, show_progress=show_progress)
             cfg = replace(config.trainer, variant=parts.variant, seed=config.seed)
             extra = {} if parts.generator_step is None else {"generator_step": parts.generator_step}
+            if tensorboard:  # the task's quality measures (those of metrics.json) under eval/, every eval_every iterations
+                extra["evaluate"] = lambda tr: _scores(config, parts, tr.device)
             trainer = trainer_factory(parts.generator, parts.constraint, (parts.data, None), cfg, **extra)
             if trainer.is_main_process:
                 atomic_write_text(out / "config.yaml", dump_yaml(config.to_dict()))

@@ -95,10 +95,13 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from kcrl.benchmarks.train import evaluate
+    from kcrl.benchmarks.train import METRIC_DESCRIPTIONS, evaluate
     from kcrl.checkpoint import json_text
 
-    print(json_text(evaluate(args.run), "the run's metrics"))
+    metrics = evaluate(args.run)
+    print(json_text(metrics, "the run's metrics"))
+    for key in metrics:  # what each number means, on stderr so that stdout stays JSON
+        print(f"{key}: {METRIC_DESCRIPTIONS.get(key, 'see kcrl.benchmarks.train.evaluate')}", file=sys.stderr)
     return 0
 
 
