@@ -119,7 +119,6 @@ TRAINER_UNUSED = {
     "seed": "set the top-level seed",
     "contexts": "both tasks are unconditional (trainer.samples sets K)",
     "samples_per_context": "both tasks are unconditional (trainer.samples sets K)",
-    "eval_every": "kcrl train scores the generator at the end (kcrl evaluate DIR at any checkpoint)",
 }
 RUN_FILES = ("checkpoint.pt", "config.yaml", "metrics.json")  # what --force deletes
 MAX_SAMPLES = 1_000_000  # kcrl sample -n

@@ -81,7 +81,8 @@ def _train(args: argparse.Namespace) -> int:
         except RunInterrupted as exc:  # SIGINT/SIGTERM/SIGHUP: checkpoint written, 128 + signum
             print(f"kcrl: {exc}", file=sys.stderr)
             return exc.exit_code
-    print(json_text(metrics, "the run's metrics"))
+    written = Path(args.out) / "metrics.json"  # what the run wrote, with its SHA-256
+    print(written.read_text(encoding="utf-8").rstrip("\n") if written.is_file() else json_text(metrics, "the run's metrics"))
     return 0
 
 

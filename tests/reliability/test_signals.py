@@ -86,11 +86,12 @@ def test_in_process_sigterm_at_a_known_iteration(tmp_path, reference):
         return trainer
 
     config = TrainConfig.from_dict(LONG)
+    handler = signal.getsignal(signal.SIGTERM)  # SIG_DFL, or one an earlier test (e.g. Ray's) installed
     with pytest.raises(RunInterrupted) as info:
         train(config, tmp_path / "run", show_progress=False, trainer_factory=factory)
     assert info.value.exit_code == 143 and "after iteration 7 of 150" in str(info.value)
     assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["iteration"] == 7
-    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handlers are restored
+    assert signal.getsignal(signal.SIGTERM) == handler  # the handlers are restored
     resumed = train(config, tmp_path / "run", resume=True, show_progress=False)
     assert resumed == read_json(reference / "metrics.json")
     _identical(load_checkpoint(tmp_path / "run" / "checkpoint.pt"), load_checkpoint(reference / "checkpoint.pt"))
