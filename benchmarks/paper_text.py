@@ -114,7 +114,7 @@ class PaperTextConfig:
     """validation sentences of the held-out check"""
     trainer: PRConfig = field(
         default_factory=lambda: PRConfig(
-            iterations=120, alpha=5.0, lam=1.0, mle_weight=0.1, data_batch=64, contexts=16, samples_per_context=8,
+            iterations=40, alpha=5.0, lam=1.0, mle_weight=0.1, data_batch=64, contexts=16, samples_per_context=8,
             length_normalise=True, pad_id=PAD_ID, generator_lr=2e-4, constraint_lr=1e-3, lr_decay=False,
             checkpoint_every=0, ess_warn_fraction=0.0,
         )
@@ -129,7 +129,7 @@ class PaperTextConfig:
     pr_density: str = "model"
     """the density Eq. 10 raises on the PR samples: ``model`` (log p_theta) or ``proposal`` (log of the
     sampler's distribution, ``<unk>`` filler banned; see :class:`~kcrl.models.text_generator.TrainerAdapter`)"""
-    eval_templates: int = 0
+    eval_templates: int = 500
     """test templates scored (0: the whole test split)"""
     examples: int = 4
     """test templates whose outputs are shown in results.md"""

@@ -104,7 +104,10 @@ def _previous_quick_sizes() -> dict:
             vocab_size=500, length=10, train_samples=2_000, valid_samples=500, test_samples=2_000,
             eval_samples=2_000, mle=LSTMMLEArgs(epochs=15, keep_best=False), curve_every=5, curve_samples=500,
         ),
-        "paper-text": paper_text.PaperTextConfig(seeds=2, budget_s=30.0, eval_templates=300),
+        "paper-text": paper_text.PaperTextConfig(  # equal iteration budgets since the wall-clock ones were dropped
+            variants=("checkpoint", "base", "fixed", "learned"), eval_templates=200, heldout_sentences=256,
+            trainer=replace(paper_text.PaperTextConfig().trainer, iterations=20),
+        ),
         "paper-image": paper_image.PaperImageConfig(
             base=ImageGeneratorArgs(channels=16, epochs=6, pairs_per_epoch=4000), train_pairs=2000, test_pairs=300,
             implicit=ImplicitImageGeneratorArgs(channels=16),  # the implicit model's quick size (new, generator: implicit)
