@@ -30,7 +30,7 @@ import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-import kcrl  # noqa: E402,F401
+import kcrl  # noqa: E402,F401  (registers the envs)
 from reliability_common import TABULAR, TINY, kcrl as kcrl_cli, kcrl_popen, write_config  # noqa: E402
 from kcrl.benchmarks.runner import run_suite  # noqa: E402
 from kcrl.benchmarks.train import TrainConfig, sample, train  # noqa: E402

@@ -3,7 +3,7 @@ files and bad command-line numbers: each a typed error that names the key and th
 
 import pytest
 
-from reliability_common import TINY, kcrl, write_config
+from reliability_common import TINY, kcrl
 from kcrl.benchmarks.train import TrainConfig, sample, train
 from kcrl.config import RangeError
 from kcrl.errors import ConfigError, KcrlError
