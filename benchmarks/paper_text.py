@@ -273,7 +273,10 @@ def tasks(seed: int = 0, quick: bool = False, config: PaperTextConfig | None = N
 
 
 def run_task(task: dict) -> dict:
-    return run_variant(task["variant"], task["seed"], task["config"])
+    from kcrl.progress import progress_label
+
+    with progress_label(f"paper-text {task['variant']} seed {task['seed']}"):
+        return run_variant(task["variant"], task["seed"], task["config"])
 
 
 COLUMNS = [
