@@ -80,6 +80,26 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
+def finite_json(value: Any, path: str = "") -> tuple[Any, list[str]]:
+    """``value`` with every NaN/inf float replaced by ``None``, and the paths of those entries.
+
+    >>> finite_json({"a": 1.0, "b": [float("nan"), 2]})
+    ({'a': 1.0, 'b': [None, 2]}, ['b[0]'])
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return None, [path or "."]
+    if isinstance(value, Mapping):
+        out, bad = {}, []
+        for k, v in value.items():
+            out[k], sub = finite_json(v, f"{path}.{k}" if path else str(k))
+            bad += sub
+        return out, bad
+    if isinstance(value, (list, tuple)):
+        items = [finite_json(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return [v for v, _ in items], [p for _, sub in items for p in sub]
+    return value, []
+
+
 def write_results(
     out: Path, suite: str, seed: int, config: Any, metrics: dict[str, Any], markdown: str, **extra: Any
 ) -> dict[str, Any]:
@@ -99,7 +119,10 @@ def write_results(
         "machine": machine(),
         **extra,
     }
-    atomic_write_text(out / "results.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
+    record, non_finite = finite_json(record)
+    if non_finite:  # JSON has no NaN/inf: such numbers are written as null and named here
+        record["non_finite"] = non_finite
+    atomic_write_text(out / "results.json", json.dumps(record, indent=2, sort_keys=True, allow_nan=False) + "\n")
     if isinstance(resolved, dict):
         header = f"# the resolved config of suite {suite} (run with --seed {seed}); `kcrl bench {suite} --config` reads it\n"
         atomic_write_text(out / "config.yaml", header + dump_yaml(resolved))

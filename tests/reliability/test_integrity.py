@@ -110,3 +110,14 @@ def test_metrics_json_of_a_run_verifies(run):
     assert metrics["iteration"] == TINY["trainer"]["iterations"]
     assert "NaN" not in (run / "metrics.json").read_text()
     json.loads((run / "metrics.json").read_text())  # strict JSON
+
+
+def test_results_json_never_holds_nan(tmp_path):
+    from kcrl.benchmarks.report import write_results
+
+    write_results(tmp_path, "suite", 0, {}, {"ok": 1.0, "bad": float("nan"), "curve": [1.0, float("inf")]}, "text")
+    text = (tmp_path / "results.json").read_text()
+    record = json.loads(text)  # strict parsers reject NaN; json.loads would accept it, so check the text too
+    assert "NaN" not in text and "Infinity" not in text
+    assert record["metrics"]["bad"] is None and record["metrics"]["curve"] == [1.0, None]
+    assert record["non_finite"] == ["metrics.bad", "metrics.curve[1]"]
